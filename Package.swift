@@ -1,0 +1,49 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "OuroborosFS",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ouro", targets: ["ouro"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Hardware CRC32C (SSE4.2) with a portable fallback: the per-chunk checksum.
+        .target(name: "CChecksum"),
+        // The C bridge to libfuse3 (low-level API).
+        .target(name: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
+        // Pure code shared by everything: wire protocol, chunk layout, catalog model. No I/O.
+        .target(name: "OuroCore", dependencies: ["CChecksum"]),
+        // Blocking socket client for nodes, shared by the node (peer traffic), the CLI and the FUSE driver.
+        .target(name: "OuroClient", dependencies: [
+            "OuroCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // The node daemon: chunk store, catalog, ring membership, server.
+        .target(name: "OuroNode", dependencies: [
+            "OuroCore", "OuroClient",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // The FUSE driver: a FUSE-free file-system layer plus a thin libfuse adapter.
+        .target(name: "OuroFS", dependencies: [
+            "OuroCore", "OuroClient", "CFuse",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // The one executable users run.
+        .executableTarget(name: "ouro", dependencies: [
+            "OuroCore", "OuroClient", "OuroNode", "OuroFS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "OuroTests", dependencies: ["OuroCore", "OuroClient", "OuroNode", "ouro"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

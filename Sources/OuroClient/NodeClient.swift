@@ -1,0 +1,250 @@
+import OuroCore
+
+/// Typed calls to one node, over pooled connections.
+public struct NodeClient: Sendable {
+    public let address: NodeAddress
+    public let pool: ConnectionPool
+
+    public init(_ address: NodeAddress, pool: ConnectionPool = ConnectionPool()) {
+        self.address = address
+        self.pool = pool
+    }
+
+    public func ping() throws {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("NODE PING")
+            let line = try connection.readReply()
+            guard line == "PONG" else { throw OuroError(.internal, "unexpected reply to ping: \(line)") }
+        }
+    }
+
+    /// `NODE STATUS`: the node's own address and its successor (nil when unset).
+    public func status() throws -> (address: String, next: NodeAddress?) {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("NODE STATUS")
+            let port = try connection.readReply()
+            let next = try connection.readReply()
+            try connection.expectOK()
+            guard port.hasPrefix("PORT "), next.hasPrefix("NEXT ") else { throw OuroError(.internal, "bad status reply") }
+            return (String(port.dropFirst(5)), NodeAddress(next.dropFirst(5)))
+        }
+    }
+
+    public func setNext(_ next: NodeAddress) throws {
+        try simple("NODE NEXT \(next)")
+    }
+
+    public func heal() throws -> String {
+        try pool.with(address) { connection in
+            try connection.send("NODE HEAL")
+            return try connection.readReply()
+        }
+    }
+
+    public func discover() throws { try simple("NETMAP DISCOVER") }
+
+    public func join(_ ring: NodeAddress) throws { try simple("NODE JOIN \(ring)") }
+
+    public func setNetmap(_ netmap: Netmap) throws {
+        try simple("NETMAP SET \(netmap.epoch) \(netmap.wire)")
+    }
+
+    public func netmap() throws -> Netmap {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("NETMAP GET")
+            var members: [Netmap.Member] = []
+            while true {
+                let line = try connection.readReply()
+                if line == "OK" { break }
+                if line == "(empty)" { continue }
+                let pair = line.split(separator: "=")
+                guard pair.count == 2, let member = NodeAddress(pair[0]) else { throw OuroError(.internal, "bad netmap line: \(line)") }
+                members.append(.init(address: member, alive: pair[1] == "Alive"))
+            }
+            return Netmap(members: members)
+        }
+    }
+
+    public func topology() throws -> [String] {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("TOPOLOGY WALK")
+            var edges: [String] = []
+            while true {
+                let line = try connection.readReply()
+                if line == "OK" { return edges }
+                edges.append(line)
+            }
+        }
+    }
+
+    public func info() throws -> NodeInfo {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("NODE INFO")
+            return try connection.readJSON(NodeInfo.self)
+        }
+    }
+
+    /// One metadata call (`FS <OP>`). Reads retry once on a stale pooled connection; mutations never do.
+    public func fs(_ operation: String, _ request: FSRequest, idempotent: Bool = false) throws -> FSReply {
+        try pool.with(address, retry: idempotent) { connection in
+            try connection.sendJSON("FS \(operation)", request)
+            return try connection.readJSON(FSReply.self)
+        }
+    }
+
+    public func stat(_ name: String) throws -> InodeStat {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("FILE STAT \(name)")
+            return try connection.readJSON(InodeStat.self)
+        }
+    }
+
+    public func delete(_ name: String) throws { try simple("FILE DELETE \(name)") }
+
+    /// `FILE LIST` as rows of (name, start, size). The node closes the connection after the listing.
+    public func list() throws -> [(name: String, start: String, sizeBytes: UInt64)] {
+        let connection = try Connection(to: address)
+        try connection.send("FILE LIST")
+        var rows: [(String, String, UInt64)] = []
+        guard let header = try connection.reader.readLine(), header == "name,start,size" else {
+            throw OuroError(.internal, "bad FILE LIST header")
+        }
+        var pending = ""
+        while let line = try connection.reader.readLine() {
+            pending = pending.isEmpty ? line : pending + "\n" + line
+            guard let fields = CSV.parseRow(pending) else { continue }  // a quoted name spans lines
+            pending = ""
+            guard fields.count == 3, let size = UInt64(fields[2]) else { throw OuroError(.internal, "bad FILE LIST row") }
+            rows.append((fields[0], fields[1], size))
+        }
+        return rows
+    }
+
+    /// Streams `sizeBytes` from `source` as `header` and returns the reply lines up to `OK`.
+    /// `source` fills the buffer it is given and returns the byte count (0 = ended early, which aborts the push).
+    public func upload(header: String, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
+                       source: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> [String] {
+        let connection = try Connection(to: address)
+        connection.socket.setTimeouts(seconds: 600)  // the node fsyncs every copy before it answers
+        try connection.send(header)
+        var buffer = [UInt8](repeating: 0, count: Limits.streamBufferBytes)
+        var sent: UInt64 = 0
+        try buffer.withUnsafeMutableBytes { raw in
+            while sent < sizeBytes {
+                let want = Int(min(UInt64(raw.count), sizeBytes - sent))
+                let count = try source(UnsafeMutableRawBufferPointer(rebasing: raw[..<want]))
+                guard count > 0 else { throw OuroError(.badRequest, "the source ended \(sizeBytes - sent) bytes early") }
+                do {
+                    try connection.socket.write(UnsafeRawBufferPointer(rebasing: raw[..<count]))
+                } catch {
+                    // The node may have refused the push early: its ERR line says why.
+                    if let line = try? connection.reader.readLine(), let refusal = OuroError(errorLine: line) { throw refusal }
+                    throw error
+                }
+                sent += UInt64(count)
+                progress?(sent)
+            }
+        }
+        var lines: [String] = []
+        while true {
+            let line = try connection.readReply()
+            if line == "OK" || line.hasPrefix("OK ") { lines.append(line); return lines }
+            lines.append(line)
+        }
+    }
+
+    /// `CHUNK GET`: streams `[offset, offset+length)` of a chunk into `sink` in pieces. Returns the bytes delivered.
+    public func readChunk(_ chunk: ChunkID, offset: UInt64, lengthBytes: UInt64,
+                          sink: (UnsafeRawBufferPointer) throws -> Void) throws -> UInt64 {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("CHUNK GET \(chunk.contentID) \(chunk.index) \(chunk.parts) \(offset) \(lengthBytes)")
+            let line = try connection.readReply()
+            guard line.hasPrefix("DATA "), let length = UInt64(line.dropFirst(5)), length <= lengthBytes else {
+                throw OuroError(.internal, "unexpected reply to CHUNK GET: \(line.prefix(80))")
+            }
+            var remaining = length
+            var buffer = [UInt8](repeating: 0, count: Int(min(length, UInt64(Limits.streamBufferBytes))))
+            try buffer.withUnsafeMutableBytes { raw in
+                while remaining > 0 {
+                    let want = Int(min(UInt64(raw.count), remaining))
+                    let piece = UnsafeMutableRawBufferPointer(rebasing: raw[..<want])
+                    try connection.reader.readExactly(into: piece)
+                    try sink(UnsafeRawBufferPointer(piece))
+                    remaining -= UInt64(want)
+                }
+            }
+            return length
+        }
+    }
+
+    /// `CHUNK CHECK`: the length and CRC-32C of the node's stored copy.
+    public func checkChunk(_ chunk: ChunkID) throws -> (lengthBytes: UInt64, crc32c: UInt32) {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("CHUNK CHECK \(chunk.contentID) \(chunk.index) \(chunk.parts)")
+            let fields = try connection.readReply().split(separator: " ")
+            guard fields.count == 3, fields[0] == "OK", let length = UInt64(fields[1]), let crc = UInt32(fields[2]) else {
+                throw OuroError(.internal, "bad CHUNK CHECK reply")
+            }
+            return (length, crc)
+        }
+    }
+
+    private func simple(_ line: String) throws {
+        try pool.with(address) { connection in
+            try connection.send(line)
+            try connection.expectOK()
+        }
+    }
+}
+
+/// The CSV of `FILE LIST`: a field with `,` `"` CR or LF is quoted, `"` doubled.
+public enum CSV {
+    public static func field(_ text: String) -> String {
+        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// Splits one row; nil if a quoted field is still open (the row continues on the next line).
+    public static func parseRow(_ row: String) -> [String]? {
+        var fields: [String] = []
+        var current = ""
+        var quoted = false
+        var iterator = Array(row).makeIterator()
+        var atFieldStart = true
+        while let character = iterator.next() {
+            if quoted {
+                if character == "\"" {
+                    if let next = iterator.next() {
+                        if next == "\"" { current.append("\"") } else {
+                            quoted = false
+                            if next == "," { fields.append(current); current = ""; atFieldStart = true } else { current.append(next) }
+                        }
+                    } else {
+                        quoted = false
+                    }
+                } else {
+                    current.append(character)
+                }
+            } else if character == "\"" && atFieldStart {
+                quoted = true
+                atFieldStart = false
+            } else if character == "," {
+                fields.append(current)
+                current = ""
+                atFieldStart = true
+            } else {
+                current.append(character)
+                atFieldStart = false
+            }
+        }
+        if quoted { return nil }
+        fields.append(current)
+        return fields
+    }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

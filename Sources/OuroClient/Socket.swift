@@ -1,0 +1,176 @@
+import Glibc
+import OuroCore
+
+/// A blocking TCP socket with send/receive timeouts. Closed when released.
+public final class Socket: ByteSource, @unchecked Sendable {
+    public let fd: Int32
+    public let peer: String
+
+    init(fd: Int32, peer: String) {
+        self.fd = fd
+        self.peer = peer
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// Connects to `address`, trying each resolved address, each within `timeoutMilliseconds`.
+    public static func connect(to address: NodeAddress, timeoutMilliseconds: Int = Limits.connectTimeoutMilliseconds) throws -> Socket {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(address.host, String(address.port), &hints, &list)
+        guard status == 0, let first = list else {
+            throw OuroError.unavailable("cannot resolve \(address): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(list) }
+        var lastError = ECONNREFUSED
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let info = entry {
+            entry = info.pointee.ai_next
+            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { lastError = errno; continue }
+            // Non-blocking connect so that an unreachable host fails within the timeout.
+            let flags = fcntl(fd, F_GETFL)
+            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+            var result = Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen)
+            if result != 0 && errno == EINPROGRESS {
+                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&poller, 1, Int32(timeoutMilliseconds))
+                if ready == 1 {
+                    var error: Int32 = 0
+                    var length = socklen_t(MemoryLayout<Int32>.size)
+                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+                    result = error == 0 ? 0 : -1
+                    errno = error
+                } else {
+                    errno = ready == 0 ? ETIMEDOUT : errno
+                    result = -1
+                }
+            }
+            if result == 0 {
+                _ = fcntl(fd, F_SETFL, flags)
+                let socket = Socket(fd: fd, peer: address.description)
+                socket.setTimeouts(seconds: Limits.ioTimeoutSeconds)
+                return socket
+            }
+            lastError = errno
+            close(fd)
+        }
+        throw OuroError.unavailable("cannot connect to \(address): \(String(cString: strerror(lastError)))")
+    }
+
+    /// A send or receive blocked this long fails with UNAVAILABLE.
+    public func setTimeouts(seconds: Int) {
+        var time = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if count >= 0 { return count }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: throw OuroError.unavailable("timed out reading from \(peer)")
+            default: throw OuroError.unavailable("reading from \(peer): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let count = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+            if count >= 0 { sent += count; continue }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: throw OuroError.unavailable("timed out writing to \(peer)")
+            default: throw OuroError.unavailable("writing to \(peer): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    public func write(_ text: String) throws {
+        var text = text
+        try text.withUTF8 { try write(UnsafeRawBufferPointer($0)) }
+    }
+
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Tells the peer nothing more will be sent (e.g. after a payload), keeping the read side open.
+    public func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Ends the connection at once in both directions (wakes up a peer blocked on it).
+    public func abort() { shutdown(fd, Int32(SHUT_RDWR)) }
+}
+
+/// A listening TCP socket.
+public final class ListeningSocket: @unchecked Sendable {
+    public let fd: Int32
+    public let address: NodeAddress
+
+    /// Binds `address` (port 0 picks a free port; `address` then reports the real one).
+    public init(address: NodeAddress) throws {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(address.host, String(address.port), &hints, &list)
+        guard status == 0, let info = list else {
+            throw OuroError.unavailable("cannot resolve \(address): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(list) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw OuroError.unavailable("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw OuroError.unavailable("cannot listen on \(address): \(reason)")
+        }
+        guard listen(fd, 512) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw OuroError.unavailable("listen on \(address): \(reason)")
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        let port = storage.ss_family == sa_family_t(AF_INET6)
+            ? withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) } }
+            : withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) } }
+        self.fd = fd
+        self.address = NodeAddress(host: address.host, port: port)
+    }
+
+    deinit { close(fd) }
+
+    /// Waits for the next connection; nil once the socket is shut down.
+    public func accept() -> Socket? {
+        while true {
+            let client = Glibc.accept(fd, nil, nil)
+            if client >= 0 {
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+                return Socket(fd: client, peer: "client")
+            }
+            switch errno {
+            case EINTR, ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                if errno != EINTR && errno != ECONNABORTED { usleep(10_000) }
+                continue
+            default: return nil
+            }
+        }
+    }
+
+    /// Stops `accept` from waiting.
+    public func shutdown() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+}

@@ -1,0 +1,237 @@
+import Foundation
+
+/// The metadata operations, as pure functions from the current catalog to the records that carry them out.
+/// The node applies the records, stores them, and sends them to every other node.
+extension Catalog {
+    /// What one mutation produces: records to apply, and the inode whose attributes the caller gets back.
+    public struct Change: Sendable {
+        public var records: [CatalogRecord]
+        public var resultInode: UInt64?
+    }
+
+    public enum RenameFlags {
+        public static let noReplace: UInt32 = 1
+        public static let exchange: UInt32 = 2
+    }
+
+    public enum XattrFlags {
+        public static let create: UInt32 = 1
+        public static let replace: UInt32 = 2
+    }
+
+    /// The live inode `id`, or NOT_FOUND.
+    public func existing(_ id: UInt64?) throws(OuroError) -> Inode {
+        guard let id, let inode = inode(id) else { throw .notFound("no such inode") }
+        return inode
+    }
+
+    func directory(_ id: UInt64?) throws(OuroError) -> Inode {
+        let inode = try existing(id)
+        guard inode.kind == .directory else { throw OuroError(.notDir, "not a directory") }
+        return inode
+    }
+
+    /// A parent directory with its times bumped, because an entry in it changed.
+    func touched(_ directory: Inode, _ version: Version, _ nowNs: Int64) -> CatalogRecord {
+        var changed = directory
+        changed.version = version
+        changed.mtimeNs = nowNs
+        changed.ctimeNs = nowNs
+        return CatalogRecord(changed)
+    }
+
+    /// Creates a new name for a new inode (mkdir, mknod, create, symlink).
+    public func planCreate(parent: UInt64?, name: String?, kind: InodeKind, permissions: UInt32, uid: UInt32, gid: UInt32,
+                           rdev: UInt32 = 0, symlinkTarget: String? = nil, version: Version, nowNs: Int64,
+                           newID: UInt64) throws(OuroError) -> Change {
+        let directory = try directory(parent)
+        let name = try PathName.validComponent(name ?? "")
+        guard lookup(parent: directory.id, name: name) == nil else { throw OuroError(.exists, "\(name) exists") }
+        let inode = Inode(id: newID, version: version, kind: kind, permissions: permissions, uid: uid, gid: gid,
+                          rdev: rdev, timeNs: nowNs, symlinkTarget: symlinkTarget)
+        return Change(records: [CatalogRecord(inode),
+                                CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: newID)),
+                                touched(directory, version, nowNs)],
+                      resultInode: newID)
+    }
+
+    /// Adds a name for an existing non-directory inode (a hard link).
+    public func planLink(inode id: UInt64?, newParent: UInt64?, newName: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        var inode = try existing(id)
+        guard inode.kind != .directory else { throw OuroError(.denied, "hard links to directories are not allowed") }
+        let directory = try directory(newParent)
+        let name = try PathName.validComponent(newName ?? "")
+        guard lookup(parent: directory.id, name: name) == nil else { throw OuroError(.exists, "\(name) exists") }
+        inode.version = version
+        inode.ctimeNs = nowNs
+        return Change(records: [CatalogRecord(inode),
+                                CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: inode.id)),
+                                touched(directory, version, nowNs)],
+                      resultInode: inode.id)
+    }
+
+    /// Records that drop one name of `inode`, and the inode itself when that was its last name.
+    func planDropName(_ key: DirentKey, of inode: Inode, version: Version, nowNs: Int64) -> [CatalogRecord] {
+        var records = [CatalogRecord(Dirent(parent: key.parent, name: key.name, version: version, inode: nil))]
+        var changed = inode
+        changed.version = version
+        changed.ctimeNs = nowNs
+        if inode.kind == .directory || linkCount(of: inode) <= 1 { changed.deleted = true }
+        records.append(CatalogRecord(changed))
+        return records
+    }
+
+    public func planUnlink(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        let directory = try directory(parent)
+        let name = try PathName.validComponent(name ?? "")
+        guard let inode = lookup(parent: directory.id, name: name) else { throw .notFound("\(name) not found") }
+        guard inode.kind != .directory else { throw OuroError(.isDir, "\(name) is a directory") }
+        return Change(records: planDropName(DirentKey(parent: directory.id, name: name), of: inode, version: version, nowNs: nowNs)
+                          + [touched(directory, version, nowNs)],
+                      resultInode: nil)
+    }
+
+    public func planRmdir(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        let directory = try directory(parent)
+        let name = try PathName.validComponent(name ?? "")
+        guard let inode = lookup(parent: directory.id, name: name) else { throw .notFound("\(name) not found") }
+        guard inode.kind == .directory else { throw OuroError(.notDir, "\(name) is not a directory") }
+        guard !hasEntries(inode.id) else { throw OuroError(.notEmpty, "\(name) is not empty") }
+        return Change(records: planDropName(DirentKey(parent: directory.id, name: name), of: inode, version: version, nowNs: nowNs)
+                          + [touched(directory, version, nowNs)],
+                      resultInode: nil)
+    }
+
+    /// rename(2)/renameat2: one batch of records, so every node switches over at once.
+    public func planRename(parent: UInt64?, name: String?, newParent: UInt64?, newName: String?, flags: UInt32,
+                           version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        let from = try directory(parent)
+        let to = try directory(newParent)
+        let name = try PathName.validComponent(name ?? "")
+        let newName = try PathName.validComponent(newName ?? "")
+        guard var source = lookup(parent: from.id, name: name) else { throw .notFound("\(name) not found") }
+        let target = lookup(parent: to.id, name: newName)
+        if let target, target.id == source.id { return Change(records: [], resultInode: source.id) }
+        if source.kind == .directory, isAncestor(source.id, of: to.id) {
+            throw .badRequest("cannot move a directory into itself")
+        }
+        source.version = version
+        source.ctimeNs = nowNs
+        var records: [CatalogRecord] = []
+        if flags & RenameFlags.exchange != 0 {
+            guard var other = target else { throw .notFound("\(newName) not found") }
+            if other.kind == .directory, isAncestor(other.id, of: from.id) { throw .badRequest("cannot move a directory into itself") }
+            other.version = version
+            other.ctimeNs = nowNs
+            records += [CatalogRecord(Dirent(parent: from.id, name: name, version: version, inode: other.id)),
+                        CatalogRecord(Dirent(parent: to.id, name: newName, version: version, inode: source.id)),
+                        CatalogRecord(other)]
+        } else {
+            if let target {
+                guard flags & RenameFlags.noReplace == 0 else { throw OuroError(.exists, "\(newName) exists") }
+                if source.kind == .directory {
+                    guard target.kind == .directory else { throw OuroError(.notDir, "\(newName) is not a directory") }
+                    guard !hasEntries(target.id) else { throw OuroError(.notEmpty, "\(newName) is not empty") }
+                } else if target.kind == .directory {
+                    throw OuroError(.isDir, "\(newName) is a directory")
+                }
+                // The replaced inode loses this name; the new dirent below supersedes the dropped one.
+                records += planDropName(DirentKey(parent: to.id, name: newName), of: target, version: version, nowNs: nowNs)
+                    .filter { $0.inode != nil }
+            }
+            records += [CatalogRecord(Dirent(parent: from.id, name: name, version: version, inode: nil)),
+                        CatalogRecord(Dirent(parent: to.id, name: newName, version: version, inode: source.id))]
+        }
+        records.append(CatalogRecord(source))
+        records.append(touched(from, version, nowNs))
+        if to.id != from.id { records.append(touched(to, version, nowNs)) }
+        return Change(records: records, resultInode: source.id)
+    }
+
+    /// chmod/chown/utimens, and truncation to zero (other sizes are rewritten through a push).
+    public func planSetattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        var inode = try existing(request.inode)
+        if let mode = request.mode { inode.permissions = mode & 0o7777 }
+        if let uid = request.uid { inode.uid = uid }
+        if let gid = request.gid { inode.gid = gid }
+        if let size = request.sizeBytes, size != inode.sizeBytes {
+            guard inode.kind == .file else { throw OuroError(.isDir, "only regular files have a settable size") }
+            guard size == 0 else { throw OuroError(.notSupported, "truncate to a non-zero size goes through a write") }
+            inode.content = nil
+            inode.mtimeNs = nowNs
+        }
+        if let mtime = request.mtimeNs { inode.mtimeNs = mtime }
+        if let atime = request.atimeNs { inode.atimeNs = atime }
+        inode.ctimeNs = nowNs
+        inode.version = version
+        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+    }
+
+    public func planSetxattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        var inode = try existing(request.inode)
+        guard let name = request.xattrName, !name.isEmpty, name.utf8.count <= Limits.nameComponentBytes else {
+            throw .badRequest("bad attribute name")
+        }
+        let value = request.xattrValue ?? Data()
+        guard value.count <= Limits.xattrValueBytes else { throw OuroError(.tooLarge, "attribute value too large") }
+        let flags = request.flags ?? 0
+        if flags & XattrFlags.create != 0, inode.xattrs[name] != nil { throw OuroError(.exists, "attribute exists") }
+        if flags & XattrFlags.replace != 0, inode.xattrs[name] == nil { throw .notFound("no such attribute") }
+        inode.xattrs[name] = value
+        inode.ctimeNs = nowNs
+        inode.version = version
+        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+    }
+
+    public func planRemovexattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        var inode = try existing(request.inode)
+        guard let name = request.xattrName, inode.xattrs[name] != nil else { throw .notFound("no such attribute") }
+        inode.xattrs[name] = nil
+        inode.ctimeNs = nowNs
+        inode.version = version
+        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+    }
+
+    /// Points an existing regular file at new content (a write through the mount).
+    public func planWriteContent(inode id: UInt64?, content: FileContent, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        var inode = try existing(id)
+        guard inode.kind == .file else { throw OuroError(.isDir, "not a regular file") }
+        inode.content = content
+        inode.mtimeNs = nowNs
+        inode.ctimeNs = nowNs
+        inode.version = version
+        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+    }
+
+    /// `FILE PUSH` by path: creates missing parent directories, then creates the file or replaces its content.
+    public func planPutFile(path: PathName, content: FileContent, version: Version, nowNs: Int64,
+                            newID: () -> UInt64) throws(OuroError) -> Change {
+        var records: [CatalogRecord] = []
+        var parent = inodes[Inode.rootID]!
+        var parentIsNew = false
+        for component in path.parentComponents {
+            if !parentIsNew, let next = lookup(parent: parent.id, name: component) {
+                guard next.kind == .directory else { throw OuroError(.notDir, "\(component) is not a directory") }
+                parent = next
+                continue
+            }
+            if !parentIsNew { records.append(touched(parent, version, nowNs)) }
+            let directory = Inode(id: newID(), version: version, kind: .directory, permissions: 0o755, uid: 0, gid: 0, timeNs: nowNs)
+            records += [CatalogRecord(directory),
+                        CatalogRecord(Dirent(parent: parent.id, name: component, version: version, inode: directory.id))]
+            parent = directory
+            parentIsNew = true
+        }
+        let name = path.lastComponent
+        if !parentIsNew, let existing = lookup(parent: parent.id, name: name) {
+            guard existing.kind == .file else { throw OuroError(.isDir, "\(path) exists and is not a regular file") }
+            let change = try planWriteContent(inode: existing.id, content: content, version: version, nowNs: nowNs)
+            return Change(records: records + change.records, resultInode: existing.id)
+        }
+        let id = newID()
+        let inode = Inode(id: id, version: version, kind: .file, permissions: 0o644, uid: 0, gid: 0, timeNs: nowNs, content: content)
+        records += [CatalogRecord(inode), CatalogRecord(Dirent(parent: parent.id, name: name, version: version, inode: id))]
+        if !parentIsNew { records.append(touched(parent, version, nowNs)) }
+        return Change(records: records, resultInode: id)
+    }
+}

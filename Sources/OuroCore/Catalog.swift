@@ -1,0 +1,128 @@
+/// The whole file-system catalog as one node holds it: inodes and directory entries, merged by version.
+/// Pure state: persistence and locking belong to the node.
+public struct Catalog: Sendable {
+    public private(set) var inodes: [UInt64: Inode] = [Inode.rootID: .root]
+    public private(set) var dirents: [DirentKey: Dirent] = [:]
+    /// Live names per directory: parent → name → inode.
+    private var children: [UInt64: [String: UInt64]] = [:]
+    /// Live names per inode (hard links).
+    private var names: [UInt64: Int] = [:]
+    /// Which inode holds each content (to check a chunk against its recorded checksum).
+    private var contentOwners: [ContentID: UInt64] = [:]
+
+    public init() {}
+
+    /// Merges one record; returns whether it changed anything (an older or equal version is ignored).
+    @discardableResult
+    public mutating func apply(_ record: CatalogRecord) -> Bool {
+        if let inode = record.inode {
+            let current = inodes[inode.id]
+            if let current, current.version >= inode.version { return false }
+            if let old = current?.content?.id { contentOwners[old] = nil }
+            inodes[inode.id] = inode
+            if let new = inode.content?.id, !inode.deleted { contentOwners[new] = inode.id }
+            return true
+        }
+        guard let dirent = record.dirent else { return false }
+        let key = dirent.key
+        let previous = dirents[key]
+        if let previous, previous.version >= dirent.version { return false }
+        if let old = previous?.inode {
+            children[key.parent]?[key.name] = nil
+            names[old, default: 1] -= 1
+        }
+        dirents[key] = dirent
+        if let new = dirent.inode {
+            children[key.parent, default: [:]][key.name] = new
+            names[new, default: 0] += 1
+        }
+        return true
+    }
+
+    public func inode(_ id: UInt64) -> Inode? {
+        guard let inode = inodes[id], !inode.deleted else { return nil }
+        return inode
+    }
+
+    /// The live content with this id, if any inode still uses it.
+    public func content(_ id: ContentID) -> FileContent? {
+        contentOwners[id].flatMap { inodes[$0]?.content }
+    }
+
+    public func lookup(parent: UInt64, name: String) -> Inode? {
+        children[parent]?[name].flatMap { inode($0) }
+    }
+
+    /// Live entries of a directory, sorted by name.
+    public func entries(of directory: UInt64) -> [(name: String, inode: Inode)] {
+        (children[directory] ?? [:]).compactMap { name, id in inode(id).map { (name, $0) } }.sorted { $0.name < $1.name }
+    }
+
+    public func hasEntries(_ directory: UInt64) -> Bool {
+        (children[directory] ?? [:]).values.contains { inode($0) != nil }
+    }
+
+    /// `st_nlink`: names for a file; 2 + subdirectories for a directory.
+    public func linkCount(of inode: Inode) -> Int {
+        if inode.kind == .directory {
+            let subdirectories = (children[inode.id] ?? [:]).values.filter { self.inode($0)?.kind == .directory }.count
+            return 2 + subdirectories
+        }
+        return names[inode.id] ?? 0
+    }
+
+    public func stat(_ inode: Inode) -> InodeStat { InodeStat(inode: inode, linkCount: linkCount(of: inode)) }
+
+    /// Follows a path from the root (no symlinks).
+    public func resolve(_ path: PathName) -> Inode? {
+        var current = inodes[Inode.rootID]!
+        for component in path.components {
+            guard current.kind == .directory, let next = lookup(parent: current.id, name: component) else { return nil }
+            current = next
+        }
+        return current
+    }
+
+    /// Every live regular file with its full path, depth first in name order (for `FILE LIST`).
+    public func allFiles() -> [(path: String, inode: Inode)] {
+        var result: [(String, Inode)] = []
+        var visited = Set<UInt64>()
+        func walk(_ directory: UInt64, prefix: String) {
+            guard visited.insert(directory).inserted else { return }
+            for (name, inode) in entries(of: directory) {
+                let path = prefix.isEmpty ? name : prefix + "/" + name
+                switch inode.kind {
+                case .directory: walk(inode.id, prefix: path)
+                case .file: result.append((path, inode))
+                default: break
+                }
+            }
+        }
+        walk(Inode.rootID, prefix: "")
+        return result
+    }
+
+    /// Is `ancestor` the directory `inode` or one of its ancestors? (A directory cannot move into itself.)
+    public func isAncestor(_ ancestor: UInt64, of inode: UInt64) -> Bool {
+        var parentOf: [UInt64: UInt64] = [:]
+        for (key, dirent) in dirents {
+            if let child = dirent.inode, self.inode(child)?.kind == .directory { parentOf[child] = key.parent }
+        }
+        var current: UInt64? = inode
+        var steps = 0
+        while let node = current, steps < 10_000 {
+            if node == ancestor { return true }
+            current = parentOf[node]
+            steps += 1
+        }
+        return false
+    }
+
+    /// Content ids referenced by live inodes (chunks of anything else are garbage).
+    public func liveContentIDs() -> Set<ContentID> { Set(contentOwners.keys) }
+
+    /// Every live content (for repair and scrubbing).
+    public func liveContents() -> [FileContent] { contentOwners.values.compactMap { inodes[$0]?.content } }
+
+    public var fileCount: Int { inodes.values.lazy.filter { !$0.deleted }.count }
+}

@@ -1,0 +1,158 @@
+import Foundation
+
+/// Orders catalog updates: a hybrid logical clock value, ties broken by the origin node.
+public struct Version: Codable, Comparable, Hashable, Sendable {
+    public var clock: UInt64
+    public var origin: String
+
+    public init(clock: UInt64, origin: String) {
+        self.clock = clock
+        self.origin = origin
+    }
+
+    public static let zero = Version(clock: 0, origin: "")
+
+    public static func < (a: Version, b: Version) -> Bool {
+        a.clock != b.clock ? a.clock < b.clock : a.origin < b.origin
+    }
+}
+
+public enum InodeKind: String, Codable, Sendable {
+    case file, directory, symlink, fifo, socket, characterDevice, blockDevice
+}
+
+/// Where one chunk lives: its length, checksum, and every node holding a copy (primary first).
+public struct ChunkPlacement: Codable, Equatable, Sendable {
+    public var lengthBytes: UInt64
+    public var crc32c: UInt32
+    public var holders: [NodeAddress]
+
+    public init(lengthBytes: UInt64, crc32c: UInt32, holders: [NodeAddress]) {
+        self.lengthBytes = lengthBytes
+        self.crc32c = crc32c
+        self.holders = holders
+    }
+}
+
+/// One immutable version of a file's bytes: the FileTag's placement part.
+public struct FileContent: Codable, Equatable, Sendable {
+    public var id: ContentID
+    public var sizeBytes: UInt64
+    /// The node that holds chunk 1.
+    public var start: NodeAddress
+    public var copies: Int
+    public var chunks: [ChunkPlacement]
+
+    public init(id: ContentID, sizeBytes: UInt64, start: NodeAddress, copies: Int, chunks: [ChunkPlacement]) {
+        self.id = id
+        self.sizeBytes = sizeBytes
+        self.start = start
+        self.copies = copies
+        self.chunks = chunks
+    }
+
+    public var parts: Int { chunks.count }
+    public var layout: ChunkLayout { ChunkLayout(sizeBytes: sizeBytes, parts: chunks.count) }
+
+    public func chunkID(_ index: Int) -> ChunkID {
+        // A stored content always has a valid index range.
+        try! ChunkID(contentID: id, index: index, parts: chunks.count)
+    }
+}
+
+/// A file, directory, symlink or special file. Names live in `Dirent`s, so several names can share one inode.
+public struct Inode: Codable, Equatable, Sendable {
+    public static let rootID: UInt64 = 1
+
+    public var id: UInt64
+    public var version: Version
+    public var kind: InodeKind
+    /// Permission bits (07777).
+    public var permissions: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var rdev: UInt32
+    public var mtimeNs: Int64
+    public var ctimeNs: Int64
+    public var atimeNs: Int64
+    public var content: FileContent?
+    public var symlinkTarget: String?
+    public var xattrs: [String: Data]
+    /// A tombstone: the inode is gone, kept so that merges do not resurrect it.
+    public var deleted: Bool
+
+    public init(id: UInt64, version: Version, kind: InodeKind, permissions: UInt32, uid: UInt32, gid: UInt32,
+                rdev: UInt32 = 0, timeNs: Int64, content: FileContent? = nil, symlinkTarget: String? = nil) {
+        self.id = id
+        self.version = version
+        self.kind = kind
+        self.permissions = permissions & 0o7777
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
+        mtimeNs = timeNs
+        ctimeNs = timeNs
+        atimeNs = timeNs
+        self.content = content
+        self.symlinkTarget = symlinkTarget
+        xattrs = [:]
+        deleted = false
+    }
+
+    public var sizeBytes: UInt64 {
+        switch kind {
+        case .file: content?.sizeBytes ?? 0
+        case .symlink: UInt64(symlinkTarget?.utf8.count ?? 0)
+        case .directory: 4096
+        default: 0
+        }
+    }
+
+    /// The root directory every node starts with; any real change outranks it.
+    public static var root: Inode {
+        Inode(id: rootID, version: .zero, kind: .directory, permissions: 0o755, uid: 0, gid: 0, timeNs: 0)
+    }
+}
+
+/// One name in a directory. `inode == nil` is a removed name (a tombstone kept for merging).
+public struct Dirent: Codable, Equatable, Sendable {
+    public var parent: UInt64
+    public var name: String
+    public var version: Version
+    public var inode: UInt64?
+
+    public init(parent: UInt64, name: String, version: Version, inode: UInt64?) {
+        self.parent = parent
+        self.name = name
+        self.version = version
+        self.inode = inode
+    }
+
+    public var key: DirentKey { DirentKey(parent: parent, name: name) }
+}
+
+public struct DirentKey: Hashable, Sendable {
+    public var parent: UInt64
+    public var name: String
+}
+
+/// One catalog change as stored and exchanged: exactly one of the two is set.
+public struct CatalogRecord: Codable, Equatable, Sendable {
+    public var inode: Inode?
+    public var dirent: Dirent?
+
+    public init(_ inode: Inode) { self.inode = inode; dirent = nil }
+    public init(_ dirent: Dirent) { self.dirent = dirent; inode = nil }
+
+    public var version: Version { inode?.version ?? dirent!.version }
+}
+
+/// An inode with the figures derived from the whole catalog, as returned to clients.
+public struct InodeStat: Codable, Equatable, Sendable {
+    public var inode: Inode
+    public var linkCount: Int
+    public init(inode: Inode, linkCount: Int) {
+        self.inode = inode
+        self.linkCount = linkCount
+    }
+}

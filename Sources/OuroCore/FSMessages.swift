@@ -1,0 +1,100 @@
+import Foundation
+
+/// Arguments of an `FS <OP>` metadata call (JSON payload); each operation reads the fields it needs.
+public struct FSRequest: Codable, Sendable, Equatable {
+    public var parent: UInt64?
+    public var name: String?
+    public var newParent: UInt64?
+    public var newName: String?
+    public var inode: UInt64?
+    public var path: String?
+    public var kind: InodeKind?
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var rdev: UInt32?
+    public var target: String?
+    public var sizeBytes: UInt64?
+    public var mtimeNs: Int64?
+    public var atimeNs: Int64?
+    public var flags: UInt32?
+    public var xattrName: String?
+    public var xattrValue: Data?
+    public init() {}
+}
+
+/// The answer to an `FS <OP>` call.
+public struct FSReply: Codable, Sendable, Equatable {
+    public var stat: InodeStat?
+    public var entries: [Entry]?
+    public var xattrValue: Data?
+    public var xattrNames: [String]?
+    public var usage: RingUsage?
+    public init() {}
+
+    public struct Entry: Codable, Sendable, Equatable {
+        public var name: String
+        public var stat: InodeStat
+        public init(name: String, stat: InodeStat) {
+            self.name = name
+            self.stat = stat
+        }
+    }
+}
+
+/// Capacity and use of the ring's disks (for `df`) and of one node (`NODE INFO`).
+public struct RingUsage: Codable, Sendable, Equatable {
+    public var totalBytes: UInt64
+    public var freeBytes: UInt64
+    public var availableBytes: UInt64
+    public var files: UInt64
+    public init(totalBytes: UInt64, freeBytes: UInt64, availableBytes: UInt64, files: UInt64) {
+        self.totalBytes = totalBytes
+        self.freeBytes = freeBytes
+        self.availableBytes = availableBytes
+        self.files = files
+    }
+}
+
+/// What `NODE INFO` reports about one node.
+public struct NodeInfo: Codable, Sendable, Equatable {
+    public var address: NodeAddress
+    public var next: NodeAddress?
+    public var usage: RingUsage
+    public var chunkFiles: Int
+    public var chunkBytes: UInt64
+    public var catalogRecords: Int
+    public var underReplicatedChunks: Int
+    public var repair: String
+    public var netmap: Netmap
+    public init(address: NodeAddress, next: NodeAddress?, usage: RingUsage, chunkFiles: Int, chunkBytes: UInt64,
+                catalogRecords: Int, underReplicatedChunks: Int, repair: String, netmap: Netmap) {
+        self.address = address
+        self.next = next
+        self.usage = usage
+        self.chunkFiles = chunkFiles
+        self.chunkBytes = chunkBytes
+        self.catalogRecords = catalogRecords
+        self.underReplicatedChunks = underReplicatedChunks
+        self.repair = repair
+        self.netmap = netmap
+    }
+}
+
+/// JSON with one configuration everywhere (sorted keys keep logs and tests stable).
+public enum WireJSON {
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Our own types always encode.
+        return Array(try! encoder.encode(value))
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws(OuroError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw .badRequest("malformed JSON payload: \(error)")
+        }
+    }
+}

@@ -1,0 +1,27 @@
+/// Every bound the system enforces, in one place.
+public enum Limits {
+    /// Longest request or reply header line, terminator included.
+    public static let headerLineBytes = 8 * 1024
+    /// Longest name of one path component (as on Linux).
+    public static let nameComponentBytes = 255
+    /// Longest whole path.
+    public static let pathBytes = 4096
+    /// Default largest file a node accepts (`--max-file-size`).
+    public static let defaultMaxFileSizeBytes: UInt64 = 1 << 40
+    /// Largest JSON payload of a metadata call or a catalog batch.
+    public static let jsonPayloadBytes = 64 * 1024 * 1024
+    /// Largest extended attribute value.
+    public static let xattrValueBytes = 64 * 1024
+    /// Size of the one buffer each streaming connection uses.
+    public static let streamBufferBytes = 1 << 20
+    /// A connection with no complete request for this long is closed.
+    public static let idleTimeoutSeconds = 120
+    /// A transfer that makes no progress for this long fails.
+    public static let ioTimeoutSeconds = 30
+    /// Connecting to a peer gives up after this long.
+    public static let connectTimeoutMilliseconds = 2000
+    /// Connections served at once by one node; more are refused with `ERR UNAVAILABLE`.
+    public static let maxConnections = 1024
+    /// Catalog records per `CATALOG SYNC` reply.
+    public static let syncBatchRecords = 2000
+}

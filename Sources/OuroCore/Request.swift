@@ -1,0 +1,272 @@
+/// Identifies one chunk file: `<contentID>.part-<index+1>-of-<parts>`.
+public struct ChunkID: Hashable, Sendable, CustomStringConvertible {
+    public let contentID: ContentID
+    public let index: Int
+    public let parts: Int
+
+    public init(contentID: ContentID, index: Int, parts: Int) throws(OuroError) {
+        guard parts >= 1, parts <= 999, index >= 0, index < parts else {
+            throw .badRequest("chunk index \(index) of \(parts) is out of range")
+        }
+        self.contentID = contentID
+        self.index = index
+        self.parts = parts
+    }
+
+    /// The on-disk file name (1-based, zero-padded to 3 digits).
+    public var fileName: String {
+        func pad(_ n: Int) -> String { let s = String(n); return String(repeating: "0", count: max(0, 3 - s.count)) + s }
+        return "\(contentID).part-\(pad(index + 1))-of-\(pad(parts))"
+    }
+
+    public var description: String { fileName }
+
+    /// Parses a chunk file name back; nil for anything else.
+    public init?(fileName: String) {
+        let pieces = fileName.split(separator: ".", maxSplits: 1)
+        guard pieces.count == 2, let content = ContentID(pieces[0]) else { return nil }
+        let rest = pieces[1].split(separator: "-")
+        guard rest.count == 4, rest[0] == "part", rest[2] == "of", let number = Int(rest[1]), let parts = Int(rest[3]),
+              let id = try? ChunkID(contentID: content, index: number - 1, parts: parts), id.fileName == fileName
+        else { return nil }
+        self = id
+    }
+}
+
+/// The immutable identity of one version of a file's bytes: 32 lowercase hex digits.
+public struct ContentID: Hashable, Sendable, Codable, CustomStringConvertible {
+    public let hex: String
+
+    public init?(_ text: some StringProtocol) {
+        guard text.utf8.count == 32, text.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
+        else { return nil }
+        hex = String(text)
+    }
+
+    public static func random() -> ContentID {
+        var generator = SystemRandomNumberGenerator()
+        let digits = (0..<2).map { _ in
+            let s = String(generator.next() as UInt64, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }
+        return ContentID(digits.joined())!
+    }
+
+    public var description: String { hex }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let id = ContentID(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad content id"))
+        }
+        self = id
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(hex)
+    }
+}
+
+/// The header of a relay stream: which content, how it is laid out, and the chain of nodes that store it.
+public struct RelayHeader: Sendable, Equatable {
+    public var contentID: ContentID
+    public var sizeBytes: UInt64
+    public var copies: Int
+    /// This receiver's position in `chain` (1 for the start node's successor).
+    public var position: Int
+    /// The nodes in ring order from the start node; chunk `i`'s primary holder is `chain[i]`.
+    public var chain: [NodeAddress]
+
+    public init(contentID: ContentID, sizeBytes: UInt64, copies: Int, position: Int, chain: [NodeAddress]) {
+        self.contentID = contentID
+        self.sizeBytes = sizeBytes
+        self.copies = copies
+        self.position = position
+        self.chain = chain
+    }
+
+    public var line: String {
+        "CHUNK RELAY \(contentID) \(sizeBytes) \(copies) \(position) \(chain.map(\.description).joined(separator: ","))"
+    }
+}
+
+/// One request, parsed from its header line. Payload-carrying requests say how many bytes follow.
+public enum Request: Sendable, Equatable {
+    case nodePing
+    case nodeStatus
+    case nodeNext(NodeAddress)
+    case nodeHeal
+    case nodeJoin(NodeAddress)
+    case nodeInfo
+    case netmapDiscover
+    case netmapGet
+    case netmapSet(Netmap)
+    case topologyWalk
+    case filePush(sizeBytes: UInt64, name: PathName)
+    case filePull(name: PathName)
+    case fileList
+    case fileStat(name: PathName)
+    case fileDelete(name: PathName)
+    case inodeWrite(inode: UInt64, sizeBytes: UInt64)
+    case chunkRelay(RelayHeader)
+    case chunkGet(ChunkID, offset: UInt64, lengthBytes: UInt64)
+    case chunkPut(ChunkID, lengthBytes: UInt64, crc32c: UInt32)
+    case chunkCheck(ChunkID)
+    case catalogSync(incarnation: String, afterSequence: UInt64)
+    case catalogApply(lengthBytes: Int)
+    case fs(operation: String, lengthBytes: Int)
+
+    /// Bytes that follow the header line, if the request carries a payload that is known from the header alone.
+    /// (`CHUNK RELAY`'s payload length depends on the layout; see `RelayPlan`.)
+    public var payloadBytes: UInt64 {
+        switch self {
+        case .filePush(let size, _): size
+        case .inodeWrite(_, let size): size
+        case .chunkPut(_, let length, _): length
+        case .catalogApply(let length): UInt64(length)
+        case .fs(_, let length): UInt64(length)
+        default: 0
+        }
+    }
+
+    /// Parses one header line (without its line break).
+    public init(line: String, maxFileSizeBytes: UInt64 = Limits.defaultMaxFileSizeBytes) throws(OuroError) {
+        guard line.utf8.count <= Limits.headerLineBytes else { throw OuroError(.tooLarge, "header line too long") }
+        guard !line.utf8.contains(0) else { throw .badRequest("NUL in header line") }
+        var fields = Fields(line)
+        let noun = fields.next()
+        let verb = fields.next()
+        switch (noun, verb) {
+        case ("NODE", "PING"): try fields.end(); self = .nodePing
+        case ("NODE", "STATUS"): try fields.end(); self = .nodeStatus
+        case ("NODE", "NEXT"): self = .nodeNext(try fields.address(last: true))
+        case ("NODE", "HEAL"): try fields.end(); self = .nodeHeal
+        case ("NODE", "JOIN"): self = .nodeJoin(try fields.address(last: true))
+        case ("NODE", "INFO"): try fields.end(); self = .nodeInfo
+        case ("NETMAP", "DISCOVER"): try fields.end(); self = .netmapDiscover
+        case ("NETMAP", "GET"): try fields.end(); self = .netmapGet
+        case ("NETMAP", "SET"):
+            let epoch = try fields.number(UInt64.self, "epoch")
+            self = .netmapSet(try Netmap(epoch: epoch, wire: fields.rest()))
+        case ("TOPOLOGY", "WALK"): try fields.end(); self = .topologyWalk
+        case ("FILE", "PUSH"):
+            let size = try fields.number(UInt64.self, "size")
+            let name = try PathName(fields.rest())
+            guard size <= maxFileSizeBytes else {
+                throw OuroError(.tooLarge, "file of \(size) bytes exceeds the limit of \(maxFileSizeBytes) bytes")
+            }
+            self = .filePush(sizeBytes: size, name: name)
+        case ("FILE", "PULL"): self = .filePull(name: try PathName(fields.rest()))
+        case ("FILE", "LIST"): try fields.end(); self = .fileList
+        case ("FILE", "STAT"): self = .fileStat(name: try PathName(fields.rest()))
+        case ("FILE", "DELETE"): self = .fileDelete(name: try PathName(fields.rest()))
+        case ("INODE", "WRITE"):
+            let inode = try fields.number(UInt64.self, "inode")
+            let size = try fields.number(UInt64.self, "size", last: true)
+            guard size <= maxFileSizeBytes else {
+                throw OuroError(.tooLarge, "file of \(size) bytes exceeds the limit of \(maxFileSizeBytes) bytes")
+            }
+            self = .inodeWrite(inode: inode, sizeBytes: size)
+        case ("CHUNK", "RELAY"):
+            let content = try fields.contentID()
+            let size = try fields.number(UInt64.self, "size")
+            let copies = try fields.number(Int.self, "copies")
+            let position = try fields.number(Int.self, "position")
+            let chain = try fields.rest().split(separator: ",").map { (text) throws(OuroError) -> NodeAddress in
+                guard let address = NodeAddress(text) else { throw .badRequest("bad address in chain: \(text)") }
+                return address
+            }
+            guard chain.count >= 1, chain.count <= 999, position >= 1, position < chain.count, copies >= 1 else {
+                throw .badRequest("bad relay chain")
+            }
+            guard size <= maxFileSizeBytes else { throw OuroError(.tooLarge, "content of \(size) bytes exceeds the limit") }
+            self = .chunkRelay(RelayHeader(contentID: content, sizeBytes: size, copies: copies, position: position, chain: chain))
+        case ("CHUNK", "GET"):
+            let id = try fields.chunkID()
+            let offset = try fields.number(UInt64.self, "offset")
+            let length = try fields.number(UInt64.self, "length", last: true)
+            self = .chunkGet(id, offset: offset, lengthBytes: length)
+        case ("CHUNK", "PUT"):
+            let id = try fields.chunkID()
+            let length = try fields.number(UInt64.self, "length")
+            let crc = try fields.number(UInt32.self, "crc", last: true)
+            guard length <= maxFileSizeBytes else { throw OuroError(.tooLarge, "chunk of \(length) bytes exceeds the limit") }
+            self = .chunkPut(id, lengthBytes: length, crc32c: crc)
+        case ("CHUNK", "CHECK"): self = .chunkCheck(try fields.chunkID(last: true))
+        case ("CATALOG", "SYNC"):
+            let incarnation = fields.next() ?? ""
+            guard !incarnation.isEmpty, incarnation.count <= 64 else { throw .badRequest("bad incarnation") }
+            self = .catalogSync(incarnation: String(incarnation), afterSequence: try fields.number(UInt64.self, "sequence", last: true))
+        case ("CATALOG", "APPLY"):
+            self = .catalogApply(lengthBytes: try fields.jsonLength())
+        case ("FS", let op?) where op.allSatisfy({ $0.isLetter }) && noun != nil:
+            self = .fs(operation: String(op), lengthBytes: try fields.jsonLength())
+        case (nil, _):
+            throw .badRequest("empty request")
+        default:
+            throw .badRequest("unknown command: \(String(line.prefix(64)))")
+        }
+    }
+}
+
+/// Splits a header line on single spaces; the last field takes the rest of the line.
+struct Fields {
+    private var remaining: Substring
+
+    init(_ line: String) { remaining = Substring(line) }
+
+    mutating func next() -> Substring? {
+        guard !remaining.isEmpty else { return nil }
+        if let space = remaining.firstIndex(of: " ") {
+            let field = remaining[..<space]
+            remaining = remaining[remaining.index(after: space)...]
+            return field
+        }
+        defer { remaining = "" }
+        return remaining
+    }
+
+    mutating func rest() throws(OuroError) -> Substring {
+        guard !remaining.isEmpty else { throw .badRequest("missing argument") }
+        defer { remaining = "" }
+        return remaining
+    }
+
+    func end() throws(OuroError) {
+        guard remaining.isEmpty else { throw .badRequest("unexpected arguments: \(remaining.prefix(64))") }
+    }
+
+    mutating func number<T: FixedWidthInteger>(_ type: T.Type, _ what: String, last: Bool = false) throws(OuroError) -> T {
+        guard let field = next() else { throw .badRequest("missing \(what)") }
+        guard field.allSatisfy({ $0.isASCII && $0.isNumber }), let value = T(field) else {
+            throw .badRequest("bad \(what): \(field.prefix(32))")
+        }
+        if last { try end() }
+        return value
+    }
+
+    mutating func address(last: Bool) throws(OuroError) -> NodeAddress {
+        guard let field = next(), let address = NodeAddress(field) else { throw .badRequest("bad address, want host:port") }
+        if last { try end() }
+        return address
+    }
+
+    mutating func contentID() throws(OuroError) -> ContentID {
+        guard let field = next(), let id = ContentID(field) else { throw .badRequest("bad content id") }
+        return id
+    }
+
+    mutating func chunkID(last: Bool = false) throws(OuroError) -> ChunkID {
+        let content = try contentID()
+        let index = try number(Int.self, "chunk index")
+        let parts = try number(Int.self, "parts", last: last)
+        return try ChunkID(contentID: content, index: index, parts: parts)
+    }
+
+    mutating func jsonLength() throws(OuroError) -> Int {
+        let length = try number(Int.self, "length", last: true)
+        guard length <= Limits.jsonPayloadBytes else { throw OuroError(.tooLarge, "payload of \(length) bytes exceeds \(Limits.jsonPayloadBytes)") }
+        return length
+    }
+}

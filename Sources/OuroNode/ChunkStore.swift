@@ -1,0 +1,228 @@
+import Glibc
+import OuroClient
+import OuroCore
+import SystemPackage
+
+/// The chunk files of one node, under `<data>/chunks`. A chunk is written to a temp file, fsynced, then renamed
+/// into place, so a chunk file that exists is always whole.
+public final class ChunkStore: @unchecked Sendable {
+    public let directory: FilePath
+    private let directoryFD: FileDescriptor
+
+    public init(directory: FilePath) throws {
+        self.directory = directory
+        try FileManagerLite.createDirectory(directory)
+        directoryFD = try FileDescriptor.open(directory, .readOnly, options: [.directory, .closeOnExec])
+        // Temp files are pushes that never finished: nothing references them.
+        for name in try FileManagerLite.list(directory) where name.contains(".tmp-") {
+            _ = unlink(directory.appending(name).string)
+        }
+    }
+
+    deinit { try? directoryFD.close() }
+
+    public func path(of chunk: ChunkID) -> FilePath { directory.appending(chunk.fileName) }
+
+    /// Starts writing a chunk; nothing is visible under its name until `commit`.
+    public func create(_ chunk: ChunkID) throws -> ChunkWriter {
+        let temp = directory.appending("\(chunk.fileName).tmp-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            let fd = try FileDescriptor.open(temp, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec],
+                                             permissions: [.ownerReadWrite, .groupRead, .otherRead])
+            return ChunkWriter(store: self, chunk: chunk, tempPath: temp, fd: fd)
+        } catch let error as Errno {
+            throw ChunkStore.wireError(error, "creating \(chunk)")
+        }
+    }
+
+    /// Makes renames into the directory durable.
+    func syncDirectory() throws {
+        try directoryFD.sync()
+    }
+
+    public func exists(_ chunk: ChunkID) -> Bool {
+        access(path(of: chunk).string, F_OK) == 0
+    }
+
+    /// Opens a stored chunk for reading.
+    public func open(_ chunk: ChunkID) throws -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(path(of: chunk), .readOnly, options: [.closeOnExec])
+        } catch Errno.noSuchFileOrDirectory {
+            throw OuroError.notFound("chunk \(chunk) is not stored here")
+        } catch let error as Errno {
+            throw ChunkStore.wireError(error, "opening \(chunk)")
+        }
+    }
+
+    public func sizeBytes(of chunk: ChunkID) -> UInt64? {
+        var info = stat()
+        guard stat(path(of: chunk).string, &info) == 0 else { return nil }
+        return UInt64(info.st_size)
+    }
+
+    /// Length and CRC-32C of the stored copy, read from disk.
+    public func check(_ chunk: ChunkID) throws -> (lengthBytes: UInt64, crc32c: UInt32) {
+        let fd = try open(chunk)
+        defer { try? fd.close() }
+        var crc = CRC32C()
+        var total: UInt64 = 0
+        var buffer = [UInt8](repeating: 0, count: Limits.streamBufferBytes)
+        try buffer.withUnsafeMutableBytes { raw in
+            while true {
+                let count = try fd.read(into: raw, retryOnInterrupt: true)
+                if count == 0 { break }
+                crc.update(UnsafeRawBufferPointer(rebasing: raw[..<count]))
+                total += UInt64(count)
+            }
+        }
+        return (total, crc.value)
+    }
+
+    public func delete(_ chunk: ChunkID) {
+        _ = unlink(path(of: chunk).string)
+    }
+
+    /// Every stored chunk with its size and modification time (seconds).
+    public func list() throws -> [(chunk: ChunkID, sizeBytes: UInt64, modifiedSeconds: Int)] {
+        try FileManagerLite.list(directory).compactMap { name in
+            guard let chunk = ChunkID(fileName: name) else { return nil }
+            var info = stat()
+            guard stat(directory.appending(name).string, &info) == 0 else { return nil }
+            return (chunk, UInt64(info.st_size), info.st_mtim.tv_sec)
+        }
+    }
+
+    /// The disk the chunks live on: total, free, and available bytes.
+    public func diskUsage() -> (total: UInt64, free: UInt64, available: UInt64) {
+        var info = statvfs()
+        guard statvfs(directory.string, &info) == 0 else { return (0, 0, 0) }
+        let block = UInt64(info.f_frsize)
+        return (UInt64(info.f_blocks) * block, UInt64(info.f_bfree) * block, UInt64(info.f_bavail) * block)
+    }
+
+    static func wireError(_ error: Errno, _ doing: String) -> OuroError {
+        switch error {
+        case .noSpace, .diskQuotaExceeded: OuroError(.noSpace, "disk full while \(doing)")
+        default: OuroError(.internal, "\(doing): \(error)")
+        }
+    }
+}
+
+/// One chunk being written: bytes go to a temp file with a running checksum; `commit` makes it durable.
+public final class ChunkWriter {
+    let store: ChunkStore
+    public let chunk: ChunkID
+    let tempPath: FilePath
+    let fd: FileDescriptor
+    public private(set) var crc = CRC32C()
+    public private(set) var writtenBytes: UInt64 = 0
+    private var finished = false
+
+    init(store: ChunkStore, chunk: ChunkID, tempPath: FilePath, fd: FileDescriptor) {
+        self.store = store
+        self.chunk = chunk
+        self.tempPath = tempPath
+        self.fd = fd
+    }
+
+    deinit { abort() }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        do {
+            _ = try fd.writeAll(bytes)
+        } catch let error as Errno {
+            throw ChunkStore.wireError(error, "writing \(chunk)")
+        }
+        crc.update(bytes)
+        writtenBytes += UInt64(bytes.count)
+    }
+
+    /// fsync, rename into place. The caller syncs the directory once for a batch (`ChunkStore.syncDirectory`).
+    public func commit() throws {
+        precondition(!finished, "a chunk is committed once")
+        do {
+            try fd.sync()
+            try fd.close()
+            finished = true
+            try FileManagerLite.rename(tempPath, store.path(of: chunk))
+        } catch let error as Errno {
+            abort()
+            throw ChunkStore.wireError(error, "storing \(chunk)")
+        }
+    }
+
+    /// Drops the temp file (a failed or interrupted push).
+    public func abort() {
+        guard !finished else { return }
+        finished = true
+        try? fd.close()
+        _ = unlink(tempPath.string)
+    }
+}
+
+/// The few file-system calls the node needs, as throwing functions.
+enum FileManagerLite {
+    static func createDirectory(_ path: FilePath) throws {
+        var partial = FilePath(path.root?.string ?? "")
+        for component in path.components {
+            partial.append(component)
+            if mkdir(partial.string, 0o755) != 0 && errno != EEXIST {
+                throw OuroError(.internal, "cannot create \(partial): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    static func list(_ path: FilePath) throws -> [String] {
+        guard let dir = opendir(path.string) else {
+            throw OuroError(.internal, "cannot list \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func rename(_ from: FilePath, _ to: FilePath) throws {
+        guard Glibc.rename(from.string, to.string) == 0 else { throw Errno(rawValue: errno) }
+    }
+
+    /// Writes a small file durably: temp file, fsync, rename, fsync the directory.
+    static func writeAtomically(_ path: FilePath, _ bytes: [UInt8]) throws {
+        let temp = FilePath(path.string + ".tmp")
+        let fd = try FileDescriptor.open(temp, .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                         permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        try fd.closeAfter {
+            _ = try bytes.withUnsafeBytes { try fd.writeAll($0) }
+            try fd.sync()
+        }
+        try rename(temp, path)
+        let directory = try FileDescriptor.open(path.removingLastComponent(), .readOnly, options: [.directory])
+        try directory.closeAfter { try directory.sync() }
+    }
+
+    static func read(_ path: FilePath) -> [UInt8]? {
+        guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
+        defer { try? fd.close() }
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while let count = try? buffer.withUnsafeMutableBytes({ try fd.read(into: $0) }), count > 0 {
+            result += buffer[..<count]
+        }
+        return result
+    }
+}
+
+extension FileDescriptor {
+    /// fsync(2): the file's data and metadata are on disk when this returns.
+    func sync() throws {
+        while fsync(rawValue) != 0 {
+            if errno != EINTR { throw Errno(rawValue: errno) }
+        }
+    }
+}

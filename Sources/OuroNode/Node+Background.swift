@@ -1,0 +1,85 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+
+extension Node {
+    func startBackgroundLoops() {
+        startThread(name: "gossip") { [self] in gossipLoop() }
+        startThread(name: "janitor") { [self] in janitorLoop() }
+    }
+
+    /// Every gossip interval: ping the successor (declare it dead after a few misses), probe members marked dead
+    /// (mark them alive again when they answer), and pull catalog changes from both ring neighbours.
+    private func gossipLoop() {
+        let interval = Double(configuration.gossipIntervalMilliseconds) / 1000
+        var misses: [NodeAddress: Int] = [:]
+        var cursors: [NodeAddress: (String, UInt64)] = [:]
+        while pause(seconds: interval) {
+            let map = netmap
+            guard map.contains(address) else { continue }
+            if let successor = map.liveSuccessor(of: address) {
+                if isReachable(successor) {
+                    misses[successor] = nil
+                } else {
+                    misses[successor, default: 0] += 1
+                    logger.warning("successor missed a ping", metadata: ["peer": "\(successor)", "misses": "\(misses[successor]!)"])
+                    if misses[successor]! >= configuration.missesBeforeDead {
+                        misses[successor] = nil
+                        setLiveness(successor, alive: false)
+                    }
+                }
+            }
+            for member in map.members where !member.alive && isReachable(member.address) {
+                setLiveness(member.address, alive: true)
+            }
+            let neighbours = Set([map.liveSuccessor(of: address), map.livePredecessor(of: address)].compactMap { $0 })
+            for peer in neighbours { pullCatalog(from: peer, cursors: &cursors) }
+            markCaughtUp()
+        }
+    }
+
+    /// Sleeps in short steps; false once the node is stopping.
+    func pause(seconds: Double) -> Bool {
+        let deadline = monotonicSeconds() + seconds
+        while monotonicSeconds() < deadline {
+            if isStopping { return false }
+            usleep(UInt32(min(0.1, max(0.001, deadline - monotonicSeconds())) * 1_000_000))
+        }
+        return !isStopping
+    }
+
+    /// Marks a member dead or alive in a new netmap epoch and tells every live node.
+    func setLiveness(_ peer: NodeAddress, alive: Bool) {
+        var map = netmap
+        guard let index = map.members.firstIndex(where: { $0.address == peer }), map.members[index].alive != alive else { return }
+        map.members[index].alive = alive
+        map.epoch += 1
+        logger.notice(alive ? "node is back" : "node declared dead", metadata: ["peer": "\(peer)", "epoch": "\(map.epoch)"])
+        publish(map)
+    }
+
+    /// Slow housekeeping: removes chunk files no live file references (failed pushes, overwritten and deleted
+    /// files), once they are older than the grace period and this node's catalog has caught up.
+    private func janitorLoop() {
+        while pause(seconds: 30) {
+            guard hasCaughtUp else { continue }
+            collectGarbage()
+        }
+    }
+
+    func collectGarbage() {
+        guard let stored = try? chunks.list() else { return }
+        let live = catalog.read { $0.liveContentIDs() }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var removed = 0
+        for entry in stored where !live.contains(entry.chunk.contentID)
+            && now.tv_sec - entry.modifiedSeconds > configuration.garbageGraceSeconds {
+            chunks.delete(entry.chunk)
+            verifier.forget(entry.chunk)
+            removed += 1
+        }
+        if removed > 0 { logger.info("removed unreferenced chunk files", metadata: ["count": "\(removed)"]) }
+    }
+}

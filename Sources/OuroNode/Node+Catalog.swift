@@ -1,0 +1,168 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+
+/// One `CATALOG SYNC` answer.
+struct SyncBatch: Codable {
+    var incarnation: String
+    var last: UInt64
+    var more: Bool
+    var records: [CatalogRecord]
+}
+
+extension Node {
+    /// Applies a change here (durably), then sends its records to every other live node and waits for them, so a
+    /// client that reads from any node afterwards sees it (close-to-open). A node that misses it catches up by sync.
+    @discardableResult
+    func commitAndBroadcast(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
+        let (change, stat) = try catalog.mutate(plan)
+        broadcast(change.records)
+        return stat
+    }
+
+    func broadcast(_ records: [CatalogRecord]) {
+        guard !records.isEmpty else { return }
+        let peers = netmap.liveAddresses.filter { $0 != address }
+        _ = parallelMap(peers, width: 16) { [self] peer in
+            do {
+                try pool.with(peer) { connection in
+                    try connection.sendJSON("CATALOG APPLY", records)
+                    try connection.expectOK()
+                }
+            } catch {
+                pool.forget(peer)
+                logger.warning("catalog update not delivered; the peer will catch up by sync",
+                               metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
+        }
+    }
+
+    func syncBatch(incarnation: String, after: UInt64) -> SyncBatch {
+        // A cursor from another incarnation of our log means nothing: start over.
+        let from = incarnation == catalog.incarnation ? after : 0
+        let (records, last, more) = catalog.changes(after: from, limit: Limits.syncBatchRecords)
+        return SyncBatch(incarnation: catalog.incarnation, last: last, more: more, records: records)
+    }
+
+    /// Pulls every catalog change `peer` has that we have not seen; returns false if the peer could not be reached.
+    @discardableResult
+    func pullCatalog(from peer: NodeAddress, cursors: inout [NodeAddress: (String, UInt64)]) -> Bool {
+        var (incarnation, after) = cursors[peer] ?? ("-", 0)
+        do {
+            while true {
+                let batch: SyncBatch = try pool.with(peer, retry: true) { connection in
+                    try connection.send("CATALOG SYNC \(incarnation) \(after)")
+                    return try connection.readJSON(SyncBatch.self)
+                }
+                let applied = try catalog.merge(batch.records)
+                if !applied.isEmpty {
+                    logger.debug("caught up from peer", metadata: ["peer": "\(peer)", "records": "\(applied.count)"])
+                }
+                incarnation = batch.incarnation
+                after = batch.last
+                cursors[peer] = (incarnation, after)
+                if !batch.more { return true }
+            }
+        } catch {
+            pool.forget(peer)
+            return false
+        }
+    }
+
+    /// `FS <OP>`: metadata calls of the mount and the tools.
+    func metadata(_ operation: String, _ request: FSRequest) throws -> FSReply {
+        var reply = FSReply()
+        func stat(_ id: UInt64?) throws -> InodeStat {
+            try catalog.read { catalog in catalog.stat(try catalog.existing(id)) }
+        }
+        func mutate(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws {
+            reply.stat = try commitAndBroadcast(plan)
+        }
+        let uid = request.uid ?? 0
+        let gid = request.gid ?? 0
+        switch operation {
+        case "LOOKUP":
+            reply.stat = try catalog.read { catalog in
+                let name = try PathName.validComponent(request.name ?? "")
+                guard let inode = catalog.lookup(parent: request.parent ?? 0, name: name) else {
+                    throw OuroError.notFound("\(name) not found")
+                }
+                return catalog.stat(inode)
+            }
+        case "GETATTR":
+            reply.stat = try stat(request.inode)
+        case "RESOLVE":
+            let path = request.path ?? ""
+            reply.stat = try catalog.read { catalog in
+                if path.isEmpty || path == "/" { return catalog.stat(try catalog.existing(Inode.rootID)) }
+                guard let inode = catalog.resolve(try PathName(path)) else { throw OuroError.notFound("\(path) not found") }
+                return catalog.stat(inode)
+            }
+        case "READDIR":
+            reply.entries = try catalog.read { catalog in
+                let directory = try catalog.existing(request.inode)
+                guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
+                return catalog.entries(of: directory.id).map { FSReply.Entry(name: $0.name, stat: catalog.stat($0.inode)) }
+            }
+        case "MKDIR", "MKNOD", "SYMLINK":
+            let kind: InodeKind = operation == "MKDIR" ? .directory : operation == "SYMLINK" ? .symlink : (request.kind ?? .file)
+            if kind == .symlink {
+                guard let target = request.target, !target.isEmpty, target.utf8.count <= Limits.pathBytes,
+                      !target.utf8.contains(0) else { throw OuroError.badRequest("bad symlink target") }
+            }
+            try mutate { catalog, version, now in
+                try catalog.planCreate(parent: request.parent, name: request.name, kind: kind,
+                                       permissions: request.mode ?? (kind == .directory ? 0o755 : 0o644), uid: uid, gid: gid,
+                                       rdev: request.rdev ?? 0, symlinkTarget: kind == .symlink ? request.target : nil,
+                                       version: version, nowNs: now, newID: newInodeID())
+            }
+        case "LINK":
+            try mutate { catalog, version, now in
+                try catalog.planLink(inode: request.inode, newParent: request.newParent, newName: request.newName,
+                                     version: version, nowNs: now)
+            }
+        case "UNLINK":
+            try mutate { catalog, version, now in try catalog.planUnlink(parent: request.parent, name: request.name, version: version, nowNs: now) }
+        case "RMDIR":
+            try mutate { catalog, version, now in try catalog.planRmdir(parent: request.parent, name: request.name, version: version, nowNs: now) }
+        case "RENAME":
+            try mutate { catalog, version, now in
+                try catalog.planRename(parent: request.parent, name: request.name, newParent: request.newParent,
+                                       newName: request.newName, flags: request.flags ?? 0, version: version, nowNs: now)
+            }
+        case "SETATTR":
+            try mutate { catalog, version, now in try catalog.planSetattr(request, version: version, nowNs: now) }
+        case "SETXATTR":
+            try mutate { catalog, version, now in try catalog.planSetxattr(request, version: version, nowNs: now) }
+        case "REMOVEXATTR":
+            try mutate { catalog, version, now in try catalog.planRemovexattr(request, version: version, nowNs: now) }
+        case "GETXATTR":
+            let inode = try stat(request.inode).inode
+            guard let value = inode.xattrs[request.xattrName ?? ""] else { throw OuroError.notFound("no such attribute") }
+            reply.xattrValue = value
+        case "LISTXATTR":
+            reply.xattrNames = try stat(request.inode).inode.xattrs.keys.sorted()
+        case "STATFS":
+            reply.usage = ringUsage()
+        default:
+            throw OuroError.badRequest("unknown FS operation \(operation)")
+        }
+        return reply
+    }
+
+    /// The ring's disks added up (each node reports its own; unreachable nodes count as nothing).
+    func ringUsage() -> RingUsage {
+        let peers = netmap.liveAddresses.filter { $0 != address }
+        let own = chunks.diskUsage()
+        let others = parallelMap(peers, width: 16) { [self] peer in try? NodeClient(peer, pool: pool).info().usage }
+        var usage = RingUsage(totalBytes: own.total, freeBytes: own.free, availableBytes: own.available,
+                              files: UInt64(catalog.read { $0.fileCount }))
+        for other in others.compactMap({ $0 }) {
+            usage.totalBytes += other.totalBytes
+            usage.freeBytes += other.freeBytes
+            usage.availableBytes += other.availableBytes
+        }
+        return usage
+    }
+}

@@ -1,0 +1,117 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+import SystemPackage
+
+extension Node: LocalChunkSource {
+    /// `FILE PULL`: the file's raw bytes, fetched from the chunk holders in parallel and written in order.
+    func sendFile(_ name: PathName, _ session: ClientSession) throws {
+        guard let inode = catalog.read({ $0.resolve(name) }), inode.kind == .file else {
+            throw OuroError.notFound("file not found")
+        }
+        guard let content = inode.content else { return }  // an empty file
+        session.socket.setTimeouts(seconds: 600)
+        let reader = ContentReader(content: content, pool: pool, local: self)
+        try reader.stream { bytes in try session.socket.write(bytes) }
+    }
+
+    /// `FILE LIST`: CSV `name,start,size`, one row per file.
+    func sendList(_ session: ClientSession) throws {
+        let files = catalog.read { $0.allFiles() }
+        var text = "name,start,size\n"
+        for (path, inode) in files {
+            text += "\(CSV.field(path)),\(inode.content?.start.description ?? address.description),\(inode.sizeBytes)\n"
+            if text.utf8.count > 256 * 1024 {
+                try session.socket.write(text)
+                text = ""
+            }
+        }
+        try session.socket.write(text)
+    }
+
+    /// `CHUNK GET`: `DATA <n>` then n bytes of the stored chunk, checked against its checksum first.
+    func sendChunk(_ chunk: ChunkID, offset: UInt64, lengthBytes: UInt64, _ session: ClientSession) throws {
+        try verify(chunk)
+        let fd = try chunks.open(chunk)
+        defer { try? fd.close() }
+        let size = chunks.sizeBytes(of: chunk) ?? 0
+        let length = offset >= size ? 0 : min(lengthBytes, size - offset)
+        try session.reply("DATA \(length)")
+        var buffer = [UInt8](repeating: 0, count: Int(min(length, UInt64(Limits.streamBufferBytes))))
+        var position = offset
+        let end = offset + length
+        try buffer.withUnsafeMutableBytes { raw in
+            while position < end {
+                let want = Int(min(UInt64(raw.count), end - position))
+                let count = try fd.read(fromAbsoluteOffset: Int64(position), into: UnsafeMutableRawBufferPointer(rebasing: raw[..<want]))
+                // The header promised `length` bytes: a chunk that shrank under us cannot be served honestly.
+                guard count > 0 else { throw OuroError(.corrupt, "chunk \(chunk) ended early") }
+                try session.socket.write(UnsafeRawBufferPointer(rebasing: raw[..<count]))
+                position += UInt64(count)
+            }
+        }
+    }
+
+    public func readLocal(_ chunk: ChunkID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+        guard chunks.exists(chunk) else { return false }
+        do {
+            try verify(chunk)
+        } catch {
+            return false  // a bad local copy: read a good one from another holder
+        }
+        let fd = try chunks.open(chunk)
+        defer { try? fd.close() }
+        var filled = 0
+        while filled < buffer.count {
+            let count = try fd.read(fromAbsoluteOffset: Int64(offset) + Int64(filled),
+                                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
+            guard count > 0 else { return false }
+            filled += count
+        }
+        return true
+    }
+
+    /// Checks a stored copy against the checksum the catalog recorded (once; later reads trust it).
+    /// A copy that fails is removed so it is never served, and repaired from a good one.
+    func verify(_ chunk: ChunkID) throws {
+        if verifier.isVerified(chunk) { return }
+        guard let placement = catalog.read({ $0.content(chunk.contentID) })?.chunks[safe: chunk.index] else {
+            // Not committed yet (a push in flight) or unknown: there is nothing to compare with.
+            return
+        }
+        let (length, crc) = try chunks.check(chunk)
+        guard length == placement.lengthBytes, crc == placement.crc32c else {
+            logger.error("corrupt chunk copy", metadata: ["chunk": "\(chunk)", "crc": "\(crc)", "expected": "\(placement.crc32c)"])
+            quarantine(chunk)
+            throw OuroError(.corrupt, "the copy of \(chunk) on \(address) is corrupt")
+        }
+        verifier.markVerified(chunk)
+    }
+
+    /// Moves a corrupt copy aside so it is never served again; the repair loop fetches a good copy in its place.
+    func quarantine(_ chunk: ChunkID) {
+        verifier.forget(chunk)
+        let path = chunks.path(of: chunk)
+        _ = rename(path.string, path.string + ".corrupt")
+    }
+
+    /// `FILE DELETE`: removes a file by name.
+    func deleteFile(_ name: PathName) throws {
+        try commitAndBroadcast { catalog, version, now in
+            var parent = Inode.rootID
+            for component in name.parentComponents {
+                guard let next = catalog.lookup(parent: parent, name: component), next.kind == .directory else {
+                    throw OuroError.notFound("\(name) not found")
+                }
+                parent = next.id
+            }
+            guard catalog.lookup(parent: parent, name: name.lastComponent) != nil else { throw OuroError.notFound("\(name) not found") }
+            return try catalog.planUnlink(parent: parent, name: name.lastComponent, version: version, nowNs: now)
+        }
+    }
+}
+
+extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}

@@ -1,0 +1,197 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+
+/// What happens to a connection after a request.
+enum AfterRequest {
+    case keepOpen
+    case close
+}
+
+/// One client connection being served: its reader, and the writer side of its socket.
+final class ClientSession {
+    let socket: Socket
+    let reader: FramedReader
+
+    init(socket: Socket) {
+        self.socket = socket
+        reader = FramedReader(source: socket)
+    }
+
+    func reply(_ line: String) throws { try socket.write(line + "\n") }
+
+    func replyJSON<T: Encodable>(_ value: T) throws {
+        let body = WireJSON.encode(value)
+        try socket.write("OK \(body.count)\n")
+        try socket.write(body)
+    }
+}
+
+extension Node {
+    func serve(_ socket: Socket) {
+        let session = ClientSession(socket: socket)
+        while !isStopping {
+            socket.setTimeouts(seconds: Limits.idleTimeoutSeconds)
+            let line: String?
+            do {
+                line = try session.reader.readLine()
+            } catch let error as OuroError {
+                // An over-long or broken header: say so, then close (what follows cannot be framed).
+                refuseAndClose(session, error)
+                return
+            } catch {
+                return
+            }
+            guard let line else { return }
+            socket.setTimeouts(seconds: Limits.ioTimeoutSeconds)
+            let request: Request
+            do {
+                request = try Request(line: line, maxFileSizeBytes: configuration.maxFileSizeBytes)
+            } catch {
+                if announcesPayload(line) {
+                    // Never read the body of a refused request as commands.
+                    refuseAndClose(session, error)
+                    return
+                }
+                guard (try? session.reply(error.line)) != nil else { return }
+                continue
+            }
+            do {
+                if try handle(request, session) == .close { return }
+            } catch let error as OuroError {
+                logger.debug("request failed", metadata: ["request": "\(line.prefix(80))", "error": "\(error)"])
+                if case .filePull = request, error.code == .notFound {
+                    try? session.reply("ERR file not found")
+                    return
+                }
+                if request.payloadBytes > 0 || { if case .chunkRelay = request { return true } else { return false } }() {
+                    // The payload may be partly unread: the connection cannot carry another request.
+                    refuseAndClose(session, error)
+                    return
+                }
+                guard (try? session.reply(error.line)) != nil else { return }
+            } catch {
+                logger.error("request failed", metadata: ["request": "\(line.prefix(80))", "error": "\(error)"])
+                refuseAndClose(session, OuroError(.internal, "\(error)"))
+                return
+            }
+        }
+    }
+
+    /// A header whose command carries a payload (by its first two words), even if the rest did not parse.
+    private func announcesPayload(_ line: String) -> Bool {
+        let words = line.split(separator: " ", maxSplits: 2).prefix(2).joined(separator: " ")
+        return ["FILE PUSH", "INODE WRITE", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY"].contains(words) || line.hasPrefix("FS ")
+    }
+
+    /// Sends the error, stops sending, and drains what the client still sends for a bounded time before closing,
+    /// so the client reads the error rather than a connection reset.
+    func refuseAndClose(_ session: ClientSession, _ error: OuroError) {
+        try? session.reply(error.line)
+        session.socket.shutdownWrite()
+        session.socket.setTimeouts(seconds: 2)
+        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+        let deadline = monotonicSeconds() + 5
+        while monotonicSeconds() < deadline {
+            let count = (try? scratch.withUnsafeMutableBytes { try session.reader.read(into: $0) }) ?? 0
+            if count == 0 { break }
+        }
+    }
+
+    private func handle(_ request: Request, _ session: ClientSession) throws -> AfterRequest {
+        switch request {
+        case .nodePing:
+            try session.reply("PONG")
+        case .nodeStatus:
+            try session.reply("PORT \(address)\nNEXT \(next?.description ?? "<unset>")\nOK")
+        case .nodeNext(let successor):
+            try setNext(successor)
+            logger.info("successor set", metadata: ["next": "\(successor)"])
+            try session.reply("OK next=\(successor)")
+        case .nodeHeal:
+            try healRing()
+            try session.reply("OK network healed")
+        case .nodeJoin(let joiner):
+            let previous = try admit(joiner)
+            try session.reply("OK next=\(previous)")
+        case .nodeInfo:
+            try session.replyJSON(info())
+        case .netmapDiscover:
+            try discover()
+            try session.reply("OK")
+        case .netmapGet:
+            let map = netmap
+            var text = map.members.map { "\($0.address)=\($0.alive ? "Alive" : "Dead")\n" }.joined()
+            if map.members.isEmpty { text = "(empty)\n" }
+            try session.socket.write(text + "OK\n")
+        case .netmapSet(let map):
+            adopt(map)
+            try session.reply("OK")
+        case .topologyWalk:
+            try session.socket.write(topology().map { "\($0.from)->\($0.to)\n" }.joined() + "OK\n")
+        case .filePush(let size, let name):
+            let content = try receivePush(session.reader, sizeBytes: size)
+            do {
+                try commitAndBroadcast { catalog, version, now in
+                    try catalog.planPutFile(path: name, content: content, version: version, nowNs: now, newID: newInodeID)
+                }
+            } catch {
+                discardContent(content)
+                throw error
+            }
+            try session.reply("FILE \(size) bytes split into \(content.parts) chunks and distributed\nOK")
+        case .inodeWrite(let inode, let size):
+            let content = try receivePush(session.reader, sizeBytes: size)
+            let stat: InodeStat?
+            do {
+                stat = try commitAndBroadcast { catalog, version, now in
+                    try catalog.planWriteContent(inode: inode, content: content, version: version, nowNs: now)
+                }
+            } catch {
+                discardContent(content)
+                throw error
+            }
+            try session.replyJSON(stat)
+        case .filePull(let name):
+            try sendFile(name, session)
+            return .close
+        case .fileList:
+            try sendList(session)
+            return .close
+        case .fileStat(let name):
+            guard let stat = catalog.read({ catalog in catalog.resolve(name).map { catalog.stat($0) } }) else {
+                throw OuroError.notFound("\(name) not found")
+            }
+            try session.replyJSON(stat)
+        case .fileDelete(let name):
+            try deleteFile(name)
+            try session.reply("OK")
+        case .chunkRelay(let header):
+            try receiveRelay(header, session)
+        case .chunkGet(let chunk, let offset, let length):
+            try sendChunk(chunk, offset: offset, lengthBytes: length, session)
+        case .chunkPut(let chunk, let length, let crc):
+            try receiveChunkCopy(chunk, lengthBytes: length, crc32c: crc, session.reader)
+            try session.reply("OK")
+        case .chunkCheck(let chunk):
+            let (length, crc) = try chunks.check(chunk)
+            try session.reply("OK \(length) \(crc)")
+        case .catalogSync(let incarnation, let after):
+            try session.replyJSON(syncBatch(incarnation: incarnation, after: after))
+        case .catalogApply(let length):
+            let records = try WireJSON.decode([CatalogRecord].self, from: session.reader.readBytes(length))
+            try catalog.merge(records)
+            try session.reply("OK")
+        case .fs(let operation, let length):
+            let body = try WireJSON.decode(FSRequest.self, from: session.reader.readBytes(length))
+            try session.replyJSON(metadata(operation, body))
+        }
+        return .keepOpen
+    }
+
+    /// A fresh, random inode number (never the root's).
+    func newInodeID() -> UInt64 {
+        UInt64.random(in: 2...(UInt64(1) << 62))
+    }
+}

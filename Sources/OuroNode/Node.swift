@@ -1,0 +1,168 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+import SystemPackage
+
+/// Settings of one node (`ouro node …`).
+public struct NodeConfiguration: Sendable {
+    public var listen: NodeAddress
+    public var dataDirectory: FilePath
+    public var next: NodeAddress?
+    public var join: NodeAddress?
+    public var gossipIntervalMilliseconds = 1000
+    public var maxFileSizeBytes = Limits.defaultMaxFileSizeBytes
+    public var copies = 2
+    /// Missed pings before the successor is declared dead.
+    public var missesBeforeDead = 3
+    /// Unreferenced chunk files younger than this are kept (a push may be about to reference them).
+    public var garbageGraceSeconds = 300
+
+    public init(listen: NodeAddress, dataDirectory: FilePath) {
+        self.listen = listen
+        self.dataDirectory = dataDirectory
+    }
+}
+
+/// What a node persists about the ring (`<data>/ring.json`).
+struct RingRecord: Codable {
+    var address: NodeAddress
+    var next: NodeAddress?
+    var netmap: Netmap
+}
+
+/// One OuroborosFS node: listens on one TCP port, stores chunks, keeps the whole catalog, knows the ring.
+public final class Node: @unchecked Sendable {
+    public let configuration: NodeConfiguration
+    public let address: NodeAddress
+    let logger: Logger
+    let chunks: ChunkStore
+    let catalog: CatalogStore
+    let pool = ConnectionPool()
+    private let listener: ListeningSocket
+    let ringLock = Lock()
+    private var ring: RingRecord
+    private let connectionsLock = Lock()
+    private var openConnections = 0
+    private var stopping = false
+    let verifier = ChunkVerifier()
+    private let caughtUp = CaughtUpFlag()
+
+    var hasCaughtUp: Bool { caughtUp.isSet }
+    func markCaughtUp() { caughtUp.set() }
+
+    public init(configuration: NodeConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        try FileManagerLite.createDirectory(configuration.dataDirectory)
+        listener = try ListeningSocket(address: configuration.listen)
+        address = listener.address
+        chunks = try ChunkStore(directory: configuration.dataDirectory.appending("chunks"))
+        catalog = try CatalogStore(directory: configuration.dataDirectory, origin: address.description, logger: logger)
+        let ringPath = configuration.dataDirectory.appending("ring.json")
+        if let bytes = FileManagerLite.read(ringPath), let saved = try? WireJSON.decode(RingRecord.self, from: bytes),
+           saved.address == address {
+            ring = saved
+        } else {
+            ring = RingRecord(address: address, next: nil, netmap: Netmap())
+        }
+        if let next = configuration.next { ring.next = next }
+        try saveRing()
+    }
+
+    /// Starts serving and the background loops; returns at once.
+    public func start() {
+        logger.info("node listening", metadata: ["address": "\(address)", "data": "\(configuration.dataDirectory)"])
+        startThread(name: "accept") { [self] in acceptLoop() }
+        if let join = configuration.join {
+            startThread(name: "join") { [self] in joinRing(via: join) }
+        }
+        startBackgroundLoops()
+    }
+
+    /// Stops accepting; background loops end at their next tick.
+    public func stop() {
+        connectionsLock.withLock { stopping = true }
+        listener.shutdown()
+    }
+
+    var isStopping: Bool { connectionsLock.withLock { stopping } }
+
+    // MARK: Ring state
+
+    var next: NodeAddress? { ringLock.withLock { ring.next } }
+    var netmap: Netmap { ringLock.withLock { ring.netmap } }
+
+    func setNext(_ next: NodeAddress?) throws {
+        try ringLock.withLock {
+            ring.next = next
+            try saveRingLocked()
+        }
+    }
+
+    /// Adopts a netmap if it is newer; then the successor becomes the next live member after this node.
+    @discardableResult
+    func adopt(_ netmap: Netmap) -> Bool {
+        ringLock.withLock {
+            let current = ring.netmap
+            guard netmap.epoch > current.epoch || (netmap.epoch == current.epoch && netmap.wire > current.wire) else { return false }
+            ring.netmap = netmap
+            if netmap.contains(address), let successor = netmap.liveSuccessor(of: address) {
+                ring.next = successor
+            }
+            try? saveRingLocked()
+            return true
+        }
+    }
+
+    /// The live ring in order, starting with this node (just this node if it is not in the netmap yet).
+    var liveRing: [NodeAddress] {
+        let map = netmap
+        return map.contains(address) ? map.liveRing(from: address) : [address]
+    }
+
+    private func saveRing() throws { try ringLock.withLock { try saveRingLocked() } }
+
+    private func saveRingLocked() throws {
+        try FileManagerLite.writeAtomically(configuration.dataDirectory.appending("ring.json"), WireJSON.encode(ring))
+    }
+
+    // MARK: Connections
+
+    private func acceptLoop() {
+        while let socket = listener.accept() {
+            let admitted: Bool = connectionsLock.withLock {
+                guard !stopping, openConnections < Limits.maxConnections else { return false }
+                openConnections += 1
+                return true
+            }
+            guard admitted else {
+                try? socket.write("ERR UNAVAILABLE too many connections\n")
+                continue
+            }
+            startThread(name: "conn") { [self] in
+                serve(socket)
+                connectionsLock.withLock { openConnections -= 1 }
+            }
+        }
+    }
+}
+
+/// Remembers which stored chunk copies were checked against their catalog checksum, so a copy is read in full
+/// once before its first use rather than on every range read.
+final class ChunkVerifier: @unchecked Sendable {
+    private let lock = Lock()
+    private var verified: Set<ChunkID> = []
+
+    func isVerified(_ chunk: ChunkID) -> Bool { lock.withLock { verified.contains(chunk) } }
+    func markVerified(_ chunk: ChunkID) { lock.withLock { _ = verified.insert(chunk) } }
+    func forget(_ chunk: ChunkID) { lock.withLock { _ = verified.remove(chunk) } }
+}
+
+/// Set once the node has pulled the catalog from its neighbours after starting (garbage collection waits for it).
+final class CaughtUpFlag: @unchecked Sendable {
+    private let lock = Lock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}

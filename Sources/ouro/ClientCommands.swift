@@ -1,0 +1,145 @@
+import ArgumentParser
+import Glibc
+import OuroClient
+import OuroCore
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show every node of the ring and its health.")
+    @OptionGroup var options: NodeOption
+
+    func run() throws {
+        let pool = ConnectionPool()
+        let map: Netmap
+        do { map = try NodeClient(options.node, pool: pool).netmap() } catch { throw fail("\(options.node): \(error)") }
+        let members = map.members.isEmpty ? [Netmap.Member(address: options.node, alive: true)] : map.members
+        let infos = parallelMap(members, width: 16) { try? NodeClient($0.address, pool: pool).info() }
+        print(pad("NODE", 24) + pad("STATE", 7) + pad("NEXT", 24) + pad("CHUNKS", 8) + pad("STORED", 12)
+              + pad("DISK FREE", 12) + pad("SHORT", 7) + "REPAIR")
+        for (member, info) in zip(members, infos) {
+            guard let info else {
+                print(pad(member.address.description, 24) + pad(member.alive ? "noreply" : "dead", 7))
+                continue
+            }
+            print(pad(member.address.description, 24) + pad(member.alive ? "alive" : "dead", 7)
+                  + pad(info.next?.description ?? "<unset>", 24) + pad("\(info.chunkFiles)", 8)
+                  + pad(bytes(info.chunkBytes), 12) + pad(bytes(info.usage.availableBytes), 12)
+                  + pad("\(info.underReplicatedChunks)", 7) + info.repair)
+        }
+        if let first = infos.compactMap({ $0 }).first { print("files: \(first.usage.files)   netmap epoch: \(first.netmap.epoch)") }
+    }
+}
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List every file in the ring.")
+    @OptionGroup var options: NodeOption
+
+    func run() throws {
+        let rows: [(name: String, start: String, sizeBytes: UInt64)]
+        do { rows = try NodeClient(options.node).list() } catch { throw fail("\(options.node): \(error)") }
+        for row in rows { print(pad(bytes(row.sizeBytes), 12) + pad(row.start, 24) + row.name) }
+    }
+}
+
+struct HealCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "heal", abstract: "Check every node around the ring and route around dead ones.")
+    @OptionGroup var options: NodeOption
+
+    func run() throws {
+        do { print(try NodeClient(options.node).heal()) } catch { throw fail("\(options.node): \(error)") }
+    }
+}
+
+struct PushCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "push", abstract: "Store a local file in the ring.")
+    @OptionGroup var options: NodeOption
+    @Argument(help: "The local file.") var file: String
+    @Argument(help: "Its name in the ring (default: the file's name).") var name: String?
+
+    func run() throws {
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw fail("cannot open \(file): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { throw fail("\(file) is not a regular file") }
+        let size = UInt64(info.st_size)
+        let target = name ?? String(file.split(separator: "/").last ?? Substring(file))
+        do { _ = try PathName(target) } catch { throw fail("bad name \(target): \(error)") }
+        let progress = Progress(label: target, totalBytes: size)
+        do {
+            let lines = try NodeClient(options.node).upload(header: "FILE PUSH \(size) \(target)", sizeBytes: size,
+                                                            progress: progress.update) { buffer in
+                let count = read(fd, buffer.baseAddress, buffer.count)
+                guard count >= 0 else { throw OuroError(.internal, "reading \(file): \(String(cString: strerror(errno)))") }
+                return count
+            }
+            progress.finish()
+            lines.forEach { print($0) }
+        } catch {
+            progress.finish()
+            throw fail("push failed: \(error)")
+        }
+    }
+}
+
+struct PullCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pull", abstract: "Fetch a file from the ring (chunks in parallel).")
+    @OptionGroup var options: NodeOption
+    @Argument(help: "The file's name in the ring.") var name: String
+    @Argument(help: "Where to write it (default: its last name component; - for standard output).") var destination: String?
+    @Option(help: "Chunk pieces fetched at once.") var parallel = 6
+
+    func run() throws {
+        let pool = ConnectionPool()
+        let stat: InodeStat
+        do { stat = try NodeClient(options.node, pool: pool).stat(name) } catch { throw fail("\(name): \(error)") }
+        guard stat.inode.kind == .file else { throw fail("\(name) is not a regular file") }
+        let target = destination ?? String(name.split(separator: "/").last!)
+        let toStdout = target == "-"
+        let temp = toStdout ? "" : "\(target).ouro-partial"
+        let fd = toStdout ? 1 : open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw fail("cannot create \(temp): \(String(cString: strerror(errno)))") }
+        let size = stat.inode.sizeBytes
+        let progress = Progress(label: name, totalBytes: size)
+        var written: UInt64 = 0
+        do {
+            if let content = stat.inode.content {
+                try ContentReader(content: content, pool: pool).stream(parallelism: parallel) { bytes in
+                    var offset = 0
+                    while offset < bytes.count {
+                        let count = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                        guard count > 0 else {
+                            if errno == EINTR { continue }
+                            throw OuroError(.internal, "writing \(target): \(String(cString: strerror(errno)))")
+                        }
+                        offset += count
+                    }
+                    written += UInt64(bytes.count)
+                    progress.update(written)
+                }
+            }
+            progress.finish()
+            guard written == size else { throw OuroError(.corrupt, "got \(written) of \(size) bytes") }
+            if !toStdout {
+                guard fsync(fd) == 0, close(fd) == 0, rename(temp, target) == 0 else {
+                    throw OuroError(.internal, "finishing \(target): \(String(cString: strerror(errno)))")
+                }
+            }
+        } catch {
+            progress.finish()
+            if !toStdout { close(fd); unlink(temp) }
+            throw fail("pull failed: \(error)")
+        }
+    }
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+func bytes(_ count: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(count)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(count) B" : "\(String(format1: value)) \(units[unit])"
+}

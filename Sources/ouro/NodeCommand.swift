@@ -1,0 +1,42 @@
+import ArgumentParser
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+import OuroNode
+import SystemPackage
+
+struct NodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Run one node in the foreground.")
+
+    @Option(help: "Address to listen on (host:port).") var listen: NodeAddress
+    @Option(help: "Directory for this node's chunks and catalog.") var data: String
+    @Option(help: "Successor in the ring (host:port).") var next: NodeAddress?
+    @Option(help: "Join the ring that this node belongs to (host:port).") var join: NodeAddress?
+    @Option(name: .customLong("gossip-interval"), help: "Milliseconds between pings and catalog syncs.") var gossipInterval = 1000
+    @Option(name: .customLong("max-file-size"), help: "Largest file accepted, in bytes.") var maxFileSize = Limits.defaultMaxFileSizeBytes
+    @Option(help: "Copies of every chunk (1 = no copies).") var copies = 2
+
+    func run() throws {
+        Signals.block()
+        bootstrapLogging()
+        guard copies >= 1, gossipInterval >= 10 else { throw fail("--copies must be ≥ 1 and --gossip-interval ≥ 10") }
+        var configuration = NodeConfiguration(listen: listen, dataDirectory: FilePath(data))
+        configuration.next = next
+        configuration.join = join
+        configuration.gossipIntervalMilliseconds = gossipInterval
+        configuration.maxFileSizeBytes = maxFileSize
+        configuration.copies = copies
+        let logger = Logger(label: "ouro.node.\(listen)")
+        let node: Node
+        do {
+            node = try Node(configuration: configuration, logger: logger)
+        } catch {
+            throw fail("cannot start the node: \(error)")
+        }
+        node.start()
+        let signal = Signals.wait()
+        logger.info("stopping", metadata: ["signal": "\(signal)"])
+        node.stop()
+    }
+}

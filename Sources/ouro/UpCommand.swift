@@ -1,0 +1,178 @@
+import ArgumentParser
+import Glibc
+import OuroClient
+import OuroCore
+
+/// A child process of `ouro up` (a node or the mount), restarted with the same arguments when it dies.
+final class Child {
+    let name: String
+    let arguments: [String]
+    let logPath: String
+    var pid: pid_t = 0
+    var restarts = 0
+
+    init(name: String, arguments: [String], logPath: String) {
+        self.name = name
+        self.arguments = arguments
+        self.logPath = logPath
+    }
+
+    /// Starts `ouro <arguments>` (this same executable) with its output appended to `logPath`.
+    func spawn() throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // The child starts with no blocked signals and default handlers, whatever this process has.
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = Signals.set
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let executable = selfExecutable()
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard result == 0 else { throw fail("cannot start \(name): \(String(cString: strerror(result)))") }
+    }
+}
+
+func selfExecutable() -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    return count > 0 ? String(cString: buffer) : CommandLine.arguments[0]
+}
+
+struct UpCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start a ring of N nodes on this machine (and mount it), and supervise them until Ctrl-C.")
+
+    @Option(help: "Number of nodes.") var nodes = 3
+    @Option(name: .customLong("base-port"), help: "Port of the first node; the others follow.") var basePort: UInt16 = 7000
+    @Option(help: "Host the nodes listen on.") var host = "127.0.0.1"
+    @Option(help: "Directory holding every node's data (node-0, node-1, …).") var data = "ouro-data"
+    @Option(help: "Copies of every chunk.") var copies = 2
+    @Option(name: .customLong("gossip-interval"), help: "Milliseconds between pings and catalog syncs.") var gossipInterval = 1000
+    @Option(help: "Also mount the ring at this directory.") var mount: String?
+
+    func run() throws {
+        Signals.block()
+        guard nodes >= 1, nodes <= 100 else { throw fail("--nodes must be between 1 and 100") }
+        let root = absolutePath(data)
+        mkdir(root, 0o755)
+        let addresses = (0..<nodes).map { NodeAddress(host: host, port: basePort + UInt16($0)) }
+        var children: [Child] = []
+        for (index, address) in addresses.enumerated() {
+            let directory = "\(root)/node-\(index)"
+            mkdir(directory, 0o755)
+            children.append(Child(name: "node \(address)", arguments: [
+                "node", "--listen", address.description, "--data", directory, "--copies", "\(copies)",
+                "--gossip-interval", "\(gossipInterval)"], logPath: "\(directory)/node.log"))
+        }
+        let stopAll = { (children: [Child]) in
+            for child in children.reversed() where child.pid > 0 { kill(child.pid, SIGTERM) }
+            let deadline = monotonicSeconds() + 10
+            for child in children.reversed() where child.pid > 0 {
+                var status: Int32 = 0
+                while waitpid(child.pid, &status, WNOHANG) == 0 {
+                    if monotonicSeconds() > deadline { kill(child.pid, SIGKILL) }
+                    usleep(20_000)
+                }
+            }
+        }
+        for child in children { try child.spawn() }
+        let pool = ConnectionPool()
+        for address in addresses {
+            guard waitUntil(seconds: 15, { (try? NodeClient(address, pool: pool).ping()) != nil }) else {
+                stopAll(children)
+                throw fail("node \(address) did not start; see its node.log under \(root)")
+            }
+        }
+        do {
+            for (index, address) in addresses.enumerated() {
+                try NodeClient(address, pool: pool).setNext(addresses[(index + 1) % addresses.count])
+            }
+            try NodeClient(addresses[0], pool: pool).discover()
+        } catch {
+            stopAll(children)
+            throw fail("wiring the ring failed: \(error)")
+        }
+        print("OuroborosFS ring of \(nodes) node\(nodes == 1 ? "" : "s") is up (data in \(root)):")
+        for (child, address) in zip(children, addresses) { print("  node \(address)  pid \(child.pid)  log \(child.logPath)") }
+        if let mount {
+            let mountpoint = absolutePath(mount)
+            mkdir(mountpoint, 0o755)
+            let driver = Child(name: "mount \(mountpoint)",
+                               arguments: ["mount", "--node", addresses[0].description, mountpoint, "--foreground"],
+                               logPath: "\(root)/mount.log")
+            try driver.spawn()
+            children.append(driver)
+            guard waitUntil(seconds: 15, { isMounted(mountpoint) }) else {
+                stopAll(children)
+                throw fail("the mount did not come up; see \(root)/mount.log")
+            }
+            print("  mounted at \(mountpoint)  pid \(driver.pid)  log \(driver.logPath)")
+        }
+        print("Press Ctrl-C to stop.")
+        fflush(stdout)
+        supervise(children)
+        stopAll(children)
+        print("stopped")
+    }
+
+    /// Restarts children that die, until SIGINT/SIGTERM/SIGHUP.
+    private func supervise(_ children: [Child]) {
+        while true {
+            var pending = sigset_t()
+            sigpending(&pending)
+            if sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGHUP) == 1 {
+                _ = Signals.wait()
+                return
+            }
+            for child in children {
+                var status: Int32 = 0
+                guard waitpid(child.pid, &status, WNOHANG) == child.pid else { continue }
+                child.restarts += 1
+                FileHandleLite.standardError.write("ouro up: \(child.name) exited (status \(status)); restarting\n")
+                usleep(500_000)
+                do { try child.spawn() } catch { FileHandleLite.standardError.write("ouro up: \(error)\n") }
+            }
+            usleep(100_000)
+        }
+    }
+}
+
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buffer = [CChar](repeating: 0, count: 4096)
+    return String(cString: getcwd(&buffer, buffer.count)) + "/" + path
+}
+
+func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = monotonicSeconds() + seconds
+    while monotonicSeconds() < deadline {
+        if condition() { return true }
+        usleep(50_000)
+    }
+    return condition()
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo (never `stat`: a FUSE mount may not answer yet).
+func isMounted(_ path: String) -> Bool {
+    guard let file = fopen("/proc/self/mountinfo", "r") else { return false }
+    defer { fclose(file) }
+    var line: UnsafeMutablePointer<CChar>?
+    var capacity = 0
+    defer { free(line) }
+    while getline(&line, &capacity, file) > 0 {
+        let fields = String(cString: line!).split(separator: " ")
+        if fields.count > 4, fields[4] == path { return true }
+    }
+    return false
+}
