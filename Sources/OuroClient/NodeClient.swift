@@ -120,10 +120,10 @@ public struct NodeClient: Sendable {
         return rows
     }
 
-    /// Streams `sizeBytes` from `source` as `header` and returns the reply lines up to `OK`.
+    /// Streams `sizeBytes` from `source` after `header`, then lets `reply` read the answer.
     /// `source` fills the buffer it is given and returns the byte count (0 = ended early, which aborts the push).
-    public func upload(header: String, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
-                       source: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> [String] {
+    public func upload<T>(header: String, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
+                          source: (UnsafeMutableRawBufferPointer) throws -> Int, reply: (Connection) throws -> T) throws -> T {
         let connection = try Connection(to: address)
         connection.socket.setTimeouts(seconds: 600)  // the node fsyncs every copy before it answers
         try connection.send(header)
@@ -145,11 +145,26 @@ public struct NodeClient: Sendable {
                 progress?(sent)
             }
         }
-        var lines: [String] = []
-        while true {
-            let line = try connection.readReply()
-            if line == "OK" || line.hasPrefix("OK ") { lines.append(line); return lines }
-            lines.append(line)
+        return try reply(connection)
+    }
+
+    /// `FILE PUSH`: returns the reply lines up to `OK`.
+    public func push(name: String, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
+                     source: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> [String] {
+        try upload(header: "FILE PUSH \(sizeBytes) \(name)", sizeBytes: sizeBytes, progress: progress, source: source) { connection in
+            var lines: [String] = []
+            while true {
+                let line = try connection.readReply()
+                lines.append(line)
+                if line == "OK" { return lines }
+            }
+        }
+    }
+
+    /// `INODE WRITE`: replaces a file's content; returns its new attributes.
+    public func writeInode(_ inode: UInt64, sizeBytes: UInt64, source: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> InodeStat {
+        try upload(header: "INODE WRITE \(inode) \(sizeBytes)", sizeBytes: sizeBytes, source: source) { connection in
+            try connection.readJSON(InodeStat.self)
         }
     }
 

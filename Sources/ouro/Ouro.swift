@@ -9,7 +9,7 @@ struct Ouro: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ouro",
         abstract: "OuroborosFS: a distributed, self-healing, ring-based file store.",
-        subcommands: [NodeCommand.self, UpCommand.self, StatusCommand.self,
+        subcommands: [NodeCommand.self, UpCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self,
                       ListCommand.self, PushCommand.self, PullCommand.self, HealCommand.self])
 }
 

@@ -1,0 +1,214 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+
+/// One regular file open through the mount, shared by all its handles. Until the first write it reads from the
+/// ring; from then on its bytes live in a spool (an unlinked local file) until `flush` pushes them as new content.
+final class OpenFile: @unchecked Sendable {
+    let inode: UInt64
+    unowned let fileSystem: RingFileSystem
+    /// Handles open on this file (guarded by the file system's lock).
+    var references = 0
+    private let lock = Lock()
+    private var stat: InodeStat
+    private var spool: Int32 = -1
+    private var reservedBytes: UInt64 = 0
+    private var sizeBytes: UInt64
+    private var dirty = false
+    private var lastWriteNs: Int64?
+    private var pendingMtime: Int64?
+    private var readAhead: ReadAhead?
+
+    init(stat: InodeStat, fileSystem: RingFileSystem) {
+        inode = stat.inode.id
+        self.stat = stat
+        self.fileSystem = fileSystem
+        sizeBytes = stat.inode.sizeBytes
+    }
+
+    /// Size and mtime as the writer sees them, while there are unpushed writes.
+    func localAttributes() -> (sizeBytes: UInt64, mtimeNs: Int64?)? {
+        lock.withLock { dirty ? (sizeBytes, pendingMtime ?? lastWriteNs) : nil }
+    }
+
+    /// A new open saw these attributes: if the content changed elsewhere and we hold no writes, read the new one.
+    func refresh(_ fresh: InodeStat) {
+        lock.withLock {
+            guard !dirty, fresh.inode.content?.id != stat.inode.content?.id else {
+                if !dirty { stat = fresh }
+                return
+            }
+            stat = fresh
+            sizeBytes = fresh.inode.sizeBytes
+            readAhead = nil
+            dropSpool()
+        }
+    }
+
+    func setPendingMtime(_ mtime: Int64) {
+        lock.withLock { if dirty { pendingMtime = mtime } }
+    }
+
+    // MARK: Reading
+
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let source: ReadAhead? = lock.withLock {
+            if spool >= 0 {
+                return nil
+            }
+            if readAhead == nil, let content = stat.inode.content {
+                readAhead = ReadAhead(reader: ContentReader(content: content, pool: fileSystem.ring.pool),
+                                      pieceBytes: fileSystem.options.pieceBytes, window: fileSystem.options.readAheadPieces,
+                                      budget: fileSystem.budget)
+            }
+            if readAhead == nil { return nil }  // empty file
+            return readAhead
+        }
+        if let source {
+            do { return try source.read(offset: offset, into: buffer) } catch { throw FileSystemError(error) }
+        }
+        return try lock.withLock {
+            guard spool >= 0, offset < sizeBytes else { return 0 }
+            let want = Int(min(UInt64(buffer.count), sizeBytes - offset))
+            return try preadFully(spool, UnsafeMutableRawBufferPointer(rebasing: buffer[..<want]), offset)
+        }
+    }
+
+    // MARK: Writing
+
+    func write(offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
+        try lock.withLock {
+            try ensureSpool(load: true)
+            let end = offset + UInt64(data.count)
+            try reserve(upTo: end)
+            var written = 0
+            while written < data.count {
+                let count = pwrite(spool, data.baseAddress! + written, data.count - written, off_t(offset) + off_t(written))
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    throw FileSystemError(errno)
+                }
+                written += count
+            }
+            sizeBytes = max(sizeBytes, end)
+            dirty = true
+            lastWriteNs = nowNanoseconds()
+            return data.count
+        }
+    }
+
+    func truncate(to size: UInt64) throws {
+        try lock.withLock {
+            try ensureSpool(load: size > 0)
+            try reserve(upTo: size)
+            guard ftruncate(spool, off_t(size)) == 0 else { throw FileSystemError(errno) }
+            sizeBytes = size
+            dirty = true
+            lastWriteNs = nowNanoseconds()
+        }
+    }
+
+    /// Pushes the spool as the file's new content (close, fsync); the error goes back to the application.
+    func flush() throws {
+        try lock.withLock {
+            guard dirty else { return }
+            let size = sizeBytes
+            let spool = spool
+            do {
+                var updated = try fileSystem.ring.call(idempotent: true) { node in
+                    var offset: UInt64 = 0
+                    return try node.writeInode(inode, sizeBytes: size) { buffer in
+                        let count = try preadFully(spool, buffer, offset)
+                        offset += UInt64(count)
+                        return count
+                    }
+                }
+                if let mtime = pendingMtime {
+                    var request = FSRequest()
+                    request.inode = inode
+                    request.mtimeNs = mtime
+                    updated = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? updated
+                }
+                stat = updated
+                dirty = false
+                pendingMtime = nil
+                readAhead = nil
+            } catch {
+                fileSystem.logger.error("push failed", metadata: ["inode": "\(inode)", "bytes": "\(size)", "error": "\(error)"])
+                throw FileSystemError(error)
+            }
+        }
+    }
+
+    /// Frees the spool and cached pieces (the last handle closed).
+    func discard() {
+        lock.withLock {
+            dropSpool()
+            readAhead?.clear()
+            readAhead = nil
+        }
+    }
+
+    // MARK: Spool
+
+    /// Creates the spool if there is none, filled with the current content when `load` (a write into an existing file).
+    private func ensureSpool(load: Bool) throws {
+        guard spool < 0 else { return }
+        var template = Array("\(fileSystem.options.cacheDirectory)/spool-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw FileSystemError(errno) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        // Unlinked at once: a crashed driver leaves nothing behind.
+        unlink(String(cString: template))
+        spool = fd
+        sizeBytes = 0
+        guard load, let content = stat.inode.content, content.sizeBytes > 0 else { return }
+        do {
+            try reserve(upTo: content.sizeBytes)
+            var offset: UInt64 = 0
+            try ContentReader(content: content, pool: fileSystem.ring.pool).stream { bytes in
+                var written = 0
+                while written < bytes.count {
+                    let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset) + off_t(written))
+                    guard count >= 0 else { if errno == EINTR { continue }; throw FileSystemError(errno) }
+                    written += count
+                }
+                offset += UInt64(bytes.count)
+            }
+            sizeBytes = content.sizeBytes
+        } catch {
+            dropSpool()
+            throw FileSystemError(error)
+        }
+    }
+
+    /// Accounts spool growth to `size` against the mount's spool limit.
+    private func reserve(upTo size: UInt64) throws {
+        guard size > reservedBytes else { return }
+        try fileSystem.reserveSpool(size - reservedBytes)
+        reservedBytes = size
+    }
+
+    private func dropSpool() {
+        if spool >= 0 { Glibc.close(spool) }
+        spool = -1
+        fileSystem.releaseSpool(reservedBytes)
+        reservedBytes = 0
+    }
+}
+
+/// Reads until `buffer` is full or the file ends; returns the count.
+func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ offset: UInt64) throws -> Int {
+    var filled = 0
+    while filled < buffer.count {
+        let count = pread(fd, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset) + off_t(filled))
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw FileSystemError(errno)
+        }
+        if count == 0 { break }
+        filled += count
+    }
+    return filled
+}

@@ -1,0 +1,343 @@
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+
+/// Settings of the mount's file-system layer.
+public struct RingFileSystemOptions: Sendable {
+    /// Where write spools live (local files holding what applications write until it is pushed).
+    public var cacheDirectory: String
+    /// Most bytes all spools may hold together; a write beyond it fails with ENOSPC.
+    public var spoolLimitBytes: UInt64
+    /// Size of one read-ahead piece.
+    public var pieceBytes = 2 << 20
+    /// Pieces fetched ahead of a sequential reader.
+    public var readAheadPieces = 4
+    /// Read-ahead pieces in memory across the whole mount (the read cache's bound).
+    public var cachedPieces = 12
+
+    public init(cacheDirectory: String, spoolLimitBytes: UInt64) {
+        self.cacheDirectory = cacheDirectory
+        self.spoolLimitBytes = spoolLimitBytes
+    }
+}
+
+/// The file-system semantics of the mount, over the ring: metadata calls go to a live node, writes are spooled
+/// locally and pushed as one new content on flush/fsync/close, reads fetch chunk ranges from their holders with
+/// read-ahead. FUSE-free: the adapter only translates.
+public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
+    let ring: RingClient
+    let logger: Logger
+    let options: RingFileSystemOptions
+    let budget: PieceBudget
+    private let lock = Lock()
+    /// Files open through at least one handle, by inode: all handles of one inode share its spool.
+    private var openFiles: [UInt64: OpenFile] = [:]
+    private var handles: [UInt64: OpenFile] = [:]
+    private var nextHandle: UInt64 = 1
+    private var spooledBytes: UInt64 = 0
+
+    public init(ring: RingClient, options: RingFileSystemOptions, logger: Logger) throws {
+        self.ring = ring
+        self.options = options
+        self.logger = logger
+        budget = PieceBudget(pieces: options.cachedPieces)
+        guard Glibc.mkdir(options.cacheDirectory, 0o700) == 0 || errno == EEXIST else {
+            throw FileSystemError(errno)
+        }
+    }
+
+    // MARK: Attributes
+
+    func attributes(_ stat: InodeStat) -> FileAttributes {
+        let inode = stat.inode
+        var size = inode.sizeBytes
+        var mtime = inode.mtimeNs
+        if inode.kind == .file, let open = lock.withLock({ openFiles[inode.id] }), let local = open.localAttributes() {
+            size = local.sizeBytes
+            mtime = local.mtimeNs ?? mtime
+        }
+        return FileAttributes(inode: inode.id, mode: inode.kind.modeBits | inode.permissions, linkCount: UInt32(stat.linkCount),
+                              uid: inode.uid, gid: inode.gid, rdev: inode.rdev, sizeBytes: size,
+                              atime: timespec(nanoseconds: inode.atimeNs), mtime: timespec(nanoseconds: mtime),
+                              ctime: timespec(nanoseconds: inode.ctimeNs))
+    }
+
+    func fs(_ operation: String, idempotent: Bool = false, xattr: Bool = false, _ build: (inout FSRequest) -> Void) throws -> FSReply {
+        var request = FSRequest()
+        build(&request)
+        do {
+            return try ring.fs(operation, request, idempotent: idempotent)
+        } catch {
+            throw FileSystemError(error, xattr: xattr)
+        }
+    }
+
+    func stat(_ inode: UInt64) throws -> InodeStat {
+        guard let stat = try fs("GETATTR", idempotent: true, { $0.inode = inode }).stat else { throw FileSystemError(EIO) }
+        return stat
+    }
+
+    static func checkName(_ name: String) throws {
+        guard name.utf8.count <= Limits.nameComponentBytes else { throw FileSystemError(ENAMETOOLONG) }
+        guard !name.isEmpty, name != ".", name != "..", !name.utf8.contains(0x2F), !name.utf8.contains(0) else {
+            throw FileSystemError(EINVAL)
+        }
+    }
+
+    // MARK: Names
+
+    public func lookup(parent: UInt64, name: String) throws -> FileAttributes {
+        try Self.checkName(name)
+        let reply = try fs("LOOKUP", idempotent: true) { $0.parent = parent; $0.name = name }
+        return attributes(reply.stat!)
+    }
+
+    public func forget(inode: UInt64, count: UInt64) {}
+
+    public func getattr(inode: UInt64) throws -> FileAttributes {
+        try attributes(stat(inode))
+    }
+
+    public func mknod(parent: UInt64, name: String, mode: UInt32, rdev: UInt32, context: RequestContext) throws -> FileAttributes {
+        try Self.checkName(name)
+        guard let kind = InodeKind(modeBits: mode) else { throw FileSystemError(EINVAL) }
+        let reply = try fs("MKNOD") {
+            $0.parent = parent; $0.name = name; $0.kind = kind; $0.mode = mode & 0o7777; $0.rdev = rdev
+            $0.uid = context.uid; $0.gid = context.gid
+        }
+        return attributes(reply.stat!)
+    }
+
+    public func mkdir(parent: UInt64, name: String, mode: UInt32, context: RequestContext) throws -> FileAttributes {
+        try Self.checkName(name)
+        let reply = try fs("MKDIR") {
+            $0.parent = parent; $0.name = name; $0.mode = mode & 0o7777; $0.uid = context.uid; $0.gid = context.gid
+        }
+        return attributes(reply.stat!)
+    }
+
+    public func symlink(target: String, parent: UInt64, name: String, context: RequestContext) throws -> FileAttributes {
+        try Self.checkName(name)
+        let reply = try fs("SYMLINK") {
+            $0.parent = parent; $0.name = name; $0.target = target; $0.mode = 0o777; $0.uid = context.uid; $0.gid = context.gid
+        }
+        return attributes(reply.stat!)
+    }
+
+    public func readlink(inode: UInt64) throws -> String {
+        let inode = try stat(inode).inode
+        guard inode.kind == .symlink, let target = inode.symlinkTarget else { throw FileSystemError(EINVAL) }
+        return target
+    }
+
+    public func unlink(parent: UInt64, name: String) throws {
+        _ = try fs("UNLINK") { $0.parent = parent; $0.name = name }
+    }
+
+    public func rmdir(parent: UInt64, name: String) throws {
+        _ = try fs("RMDIR") { $0.parent = parent; $0.name = name }
+    }
+
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) throws {
+        try Self.checkName(newName)
+        _ = try fs("RENAME") { $0.parent = parent; $0.name = name; $0.newParent = newParent; $0.newName = newName; $0.flags = flags }
+    }
+
+    public func link(inode: UInt64, newParent: UInt64, newName: String) throws -> FileAttributes {
+        try Self.checkName(newName)
+        let reply = try fs("LINK") { $0.inode = inode; $0.newParent = newParent; $0.newName = newName }
+        return attributes(reply.stat!)
+    }
+
+    // MARK: Attributes changes
+
+    public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, context: RequestContext) throws -> FileAttributes {
+        let open = lock.withLock { handle.flatMap { handles[$0] } ?? openFiles[inode] }
+        var sizeHandled = false
+        if let size = changes.sizeBytes {
+            if let open {
+                try open.truncate(to: size)
+                sizeHandled = true
+            } else if size != 0 {
+                // A truncate of a file nobody has open: rewrite it through a temporary spool.
+                let file = try openFile(inode: inode, fresh: true)
+                defer { close(file) }
+                try file.truncate(to: size)
+                try file.flush()
+                sizeHandled = true
+            }
+        }
+        let mtime: Int64? = changes.mtime.map { if case .set(let time) = $0 { nanoseconds(time) } else { nowNanoseconds() } }
+        let atime: Int64? = changes.atime.map { if case .set(let time) = $0 { nanoseconds(time) } else { nowNanoseconds() } }
+        if let open, let mtime { open.setPendingMtime(mtime) }
+        let needsCall = changes.mode != nil || changes.uid != nil || changes.gid != nil || mtime != nil || atime != nil
+            || (changes.sizeBytes != nil && !sizeHandled)
+        guard needsCall else { return try getattr(inode: inode) }
+        let reply = try fs("SETATTR") {
+            $0.inode = inode
+            $0.mode = changes.mode.map { $0 & 0o7777 }
+            $0.uid = changes.uid
+            $0.gid = changes.gid
+            $0.sizeBytes = sizeHandled ? nil : changes.sizeBytes
+            $0.mtimeNs = mtime
+            $0.atimeNs = atime
+        }
+        return attributes(reply.stat!)
+    }
+
+    // MARK: Open files
+
+    /// The shared open state of `inode`, created from fresh attributes (close-to-open: every open asks the ring).
+    func openFile(inode: UInt64, fresh: Bool) throws -> OpenFile {
+        let current = try stat(inode)
+        guard current.inode.kind == .file else { throw FileSystemError(current.inode.kind == .directory ? EISDIR : EINVAL) }
+        return lock.withLock {
+            if let existing = openFiles[inode] {
+                existing.references += 1
+                existing.refresh(current)
+                return existing
+            }
+            let file = OpenFile(stat: current, fileSystem: self)
+            file.references = 1
+            openFiles[inode] = file
+            return file
+        }
+    }
+
+    func close(_ file: OpenFile) {
+        let last: Bool = lock.withLock {
+            file.references -= 1
+            guard file.references == 0 else { return false }
+            openFiles[file.inode] = nil
+            return true
+        }
+        if last { file.discard() }
+    }
+
+    private func register(_ file: OpenFile) -> UInt64 {
+        lock.withLock {
+            let handle = nextHandle
+            nextHandle += 1
+            handles[handle] = file
+            return handle
+        }
+    }
+
+    private func file(_ handle: UInt64) throws -> OpenFile {
+        guard let file = lock.withLock({ handles[handle] }) else { throw FileSystemError(EBADF) }
+        return file
+    }
+
+    public func open(inode: UInt64, flags: Int32, context: RequestContext) throws -> UInt64 {
+        let file = try openFile(inode: inode, fresh: true)
+        if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+            do { try file.truncate(to: 0) } catch { close(file); throw error }
+        }
+        return register(file)
+    }
+
+    public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, context: RequestContext) throws -> (FileAttributes, UInt64) {
+        let attributes = try mknod(parent: parent, name: name, mode: UInt32(S_IFREG) | (mode & 0o7777), rdev: 0, context: context)
+        let file = try openFile(inode: attributes.inode, fresh: true)
+        return (attributes, register(file))
+    }
+
+    public func read(handle: UInt64, offset: UInt64, size: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try file(handle).read(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<size]))
+    }
+
+    public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
+        try file(handle).write(offset: offset, data: data)
+    }
+
+    public func flush(handle: UInt64) throws {
+        try file(handle).flush()
+    }
+
+    public func fsync(handle: UInt64, dataOnly: Bool) throws {
+        try file(handle).flush()
+    }
+
+    public func release(handle: UInt64) throws {
+        guard let file = lock.withLock({ handles.removeValue(forKey: handle) }) else { throw FileSystemError(EBADF) }
+        defer { close(file) }
+        // close() already returned flush's result; this only retries a push that failed then.
+        do { try file.flush() } catch { logger.error("write lost at release", metadata: ["inode": "\(file.inode)", "error": "\(error)"]) }
+    }
+
+    // MARK: Spool accounting
+
+    func reserveSpool(_ bytes: UInt64) throws {
+        try lock.withLock {
+            guard spooledBytes + bytes <= options.spoolLimitBytes else { throw FileSystemError(ENOSPC) }
+            spooledBytes += bytes
+        }
+    }
+
+    func releaseSpool(_ bytes: UInt64) {
+        lock.withLock { spooledBytes -= min(bytes, spooledBytes) }
+    }
+
+    // MARK: Directories
+
+    public func opendir(inode: UInt64) throws -> UInt64 { 0 }
+
+    public func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry] {
+        let reply = try fs("READDIR", idempotent: true) { $0.inode = inode }
+        return (reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }
+    }
+
+    public func releasedir(handle: UInt64) {}
+
+    public func statfs() throws -> FileSystemStats {
+        guard let usage = try fs("STATFS", idempotent: true, { _ in }).usage else { throw FileSystemError(EIO) }
+        let block: UInt64 = 4096
+        return FileSystemStats(blockSize: block, totalBlocks: usage.totalBytes / block, freeBlocks: usage.freeBytes / block,
+                               availableBlocks: usage.availableBytes / block, files: usage.files,
+                               freeFiles: UInt64(1) << 40, maxNameLength: UInt64(Limits.nameComponentBytes))
+    }
+
+    // MARK: Extended attributes (the user namespace; others are not stored)
+
+    private static func isStored(_ name: String) -> Bool { name.hasPrefix("user.") || name.hasPrefix("trusted.") }
+
+    public func setxattr(inode: UInt64, name: String, value: [UInt8], flags: Int32) throws {
+        guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
+        guard value.count <= Limits.xattrValueBytes else { throw FileSystemError(E2BIG) }
+        _ = try fs("SETXATTR", xattr: true) {
+            $0.inode = inode; $0.xattrName = name; $0.xattrValue = .init(value); $0.flags = UInt32(bitPattern: flags)
+        }
+    }
+
+    public func getxattr(inode: UInt64, name: String) throws -> [UInt8] {
+        // The kernel asks for security.* on every write: answer without a round trip.
+        guard Self.isStored(name) else { throw FileSystemError(ENODATA) }
+        let reply = try fs("GETXATTR", idempotent: true, xattr: true) { $0.inode = inode; $0.xattrName = name }
+        return Array(reply.xattrValue ?? .init())
+    }
+
+    public func listxattr(inode: UInt64) throws -> [String] {
+        try fs("LISTXATTR", idempotent: true, xattr: true) { $0.inode = inode }.xattrNames ?? []
+    }
+
+    public func removexattr(inode: UInt64, name: String) throws {
+        guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
+        _ = try fs("REMOVEXATTR", xattr: true) { $0.inode = inode; $0.xattrName = name }
+    }
+
+    // MARK: Lifecycle
+
+    public func mounted() {
+        logger.info("mounted", metadata: ["node": "\(ring.currentNode)"])
+    }
+
+    public func unmounting() {
+        let remaining = lock.withLock { Array(openFiles.values) }
+        for file in remaining {
+            do { try file.flush() } catch { logger.error("write lost at unmount", metadata: ["inode": "\(file.inode)", "error": "\(error)"]) }
+            file.discard()
+        }
+        _ = Glibc.rmdir(options.cacheDirectory)
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Glibc
+import Logging
+import OuroClient
+import OuroCore
+import OuroFS
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount the ring as a directory.")
+
+    @OptionGroup var options: NodeOption
+    @Argument(help: "The directory to mount on.") var mountpoint: String
+    @Flag(help: "Stay in the foreground (otherwise the driver runs in the background once mounted).") var foreground = false
+    @Option(name: .customLong("cache-dir"), help: "Directory for write spools (default /var/tmp/ouro-cache-<pid>).") var cacheDir: String?
+    @Option(name: .customLong("attr-timeout"), help: "Seconds the kernel may cache attributes and names.") var attrTimeout = 1.0
+    @Flag(name: .customLong("no-allow-other"), help: "Only the mounting user may use the mount (default for root: every user, with the kernel checking modes).") var noAllowOther = false
+    @Flag(name: .customLong("no-default-permissions"), help: "Do not let the kernel check permissions from mode bits.") var noDefaultPermissions = false
+    @Flag(help: "Print every FUSE request.") var debug = false
+
+    func run() throws {
+        let mountpoint = absolutePath(self.mountpoint)
+        if !foreground {
+            // Run the driver as a background child and return once the mount is up (or report why it is not).
+            var arguments = CommandLine.arguments.dropFirst().filter { $0 != "--foreground" }
+            arguments.append("--foreground")
+            let child = Child(name: "mount", arguments: Array(arguments), logPath: "/var/tmp/ouro-mount-\(getpid()).log")
+            try child.spawn()
+            guard waitUntil(seconds: 15, { isMounted(mountpoint) || waitpid(child.pid, nil, WNOHANG) == child.pid }),
+                  isMounted(mountpoint) else {
+                throw fail("mount failed; see \(child.logPath)")
+            }
+            print("mounted \(mountpoint) (driver pid \(child.pid), log \(child.logPath))")
+            return
+        }
+        bootstrapLogging()
+        let logger = Logger(label: "ouro.mount")
+        let ring = RingClient(seed: options.node, logger: logger)
+        do { try NodeClient(options.node, pool: ring.pool).ping() } catch { throw fail("cannot reach \(options.node): \(error)") }
+        let cache = cacheDir ?? "/var/tmp/ouro-cache-\(getpid())"
+        var disk = statvfs()
+        mkdir(cache, 0o700)
+        let available = statvfs(cache, &disk) == 0 ? UInt64(disk.f_bavail) * UInt64(disk.f_frsize) : 1 << 30
+        let fileSystem = try RingFileSystem(ring: ring, options: RingFileSystemOptions(cacheDirectory: cache,
+                                                                                      spoolLimitBytes: available / 10 * 8),
+                                            logger: logger)
+        var mountOptions = FuseMountOptions(attributeTimeoutSeconds: attrTimeout)
+        if noAllowOther { mountOptions.allowOther = false }
+        mountOptions.defaultPermissions = !noDefaultPermissions
+        mountOptions.fsName = "ouro@\(options.node)"
+        mountOptions.debug = debug
+        do {
+            let mount = try FuseMount(fileSystem: fileSystem, mountpoint: mountpoint, options: mountOptions, logger: logger)
+            logger.info("serving", metadata: ["mountpoint": "\(mountpoint)", "node": "\(options.node)"])
+            _ = try mount.run()
+            logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)"])
+        } catch {
+            throw fail("\(error)")
+        }
+    }
+}
+
+struct UmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "umount", abstract: "Unmount a mounted ring.")
+    @Argument(help: "The mount point.") var mountpoint: String
+
+    func run() throws {
+        do { try FuseMount.unmount(absolutePath(mountpoint)) } catch { throw fail("\(error)") }
+    }
+}
