@@ -60,6 +60,21 @@ public final class RingClient: @unchecked Sendable {
         throw lastError
     }
 
+    /// Repeats `body` while it fails with UNAVAILABLE, for up to `seconds`: long enough for the ring to declare a
+    /// node that just died dead and route around it (a push through it fails until then).
+    public func retrying<T>(seconds: Double = 15, _ body: (RingClient) throws -> T) throws -> T {
+        let deadline = monotonicSeconds() + seconds
+        while true {
+            do {
+                return try body(self)
+            } catch let error as OuroError where error.code == .unavailable && monotonicSeconds() < deadline {
+                logger.warning("ring unavailable, retrying", metadata: ["error": "\(error)"])
+                usleep(500_000)
+                refreshMembers()
+            }
+        }
+    }
+
     /// One metadata call with failover.
     public func fs(_ operation: String, _ request: FSRequest, idempotent: Bool) throws -> FSReply {
         try call(idempotent: idempotent) { try $0.fs(operation, request, idempotent: idempotent) }

@@ -192,6 +192,12 @@ extension Catalog {
         return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
     }
 
+    /// Records where one chunk's copies live now (after re-replication or a hand-over).
+    public func planPlacement(content: ContentID, chunk: Int, holders: [NodeAddress], version: Version) -> Change {
+        Change(records: [CatalogRecord(PlacementRecord(content: content, chunk: chunk, holders: holders, version: version))],
+               resultInode: nil)
+    }
+
     /// Points an existing regular file at new content (a write through the mount).
     public func planWriteContent(inode id: UInt64?, content: FileContent, version: Version, nowNs: Int64) throws(OuroError) -> Change {
         var inode = try existing(id)

@@ -9,12 +9,19 @@ public struct Catalog: Sendable {
     private var names: [UInt64: Int] = [:]
     /// Which inode holds each content (to check a chunk against its recorded checksum).
     private var contentOwners: [ContentID: UInt64] = [:]
+    /// Chunk placements changed after their push, by content.
+    public private(set) var placements: [ContentID: [Int: PlacementRecord]] = [:]
 
     public init() {}
 
     /// Merges one record; returns whether it changed anything (an older or equal version is ignored).
     @discardableResult
     public mutating func apply(_ record: CatalogRecord) -> Bool {
+        if let placement = record.placement {
+            if let current = placements[placement.content]?[placement.chunk], current.version >= placement.version { return false }
+            placements[placement.content, default: [:]][placement.chunk] = placement
+            return true
+        }
         if let inode = record.inode {
             let current = inodes[inode.id]
             if let current, current.version >= inode.version { return false }
@@ -40,13 +47,24 @@ public struct Catalog: Sendable {
     }
 
     public func inode(_ id: UInt64) -> Inode? {
-        guard let inode = inodes[id], !inode.deleted else { return nil }
+        guard var inode = inodes[id], !inode.deleted else { return nil }
+        if let content = inode.content, placements[content.id] != nil { inode.content = placed(content) }
         return inode
+    }
+
+    /// The content with its current placement (re-replicated chunks point at their new holders).
+    func placed(_ content: FileContent) -> FileContent {
+        guard let moved = placements[content.id] else { return content }
+        var content = content
+        for (index, placement) in moved where index < content.chunks.count {
+            content.chunks[index].holders = placement.holders
+        }
+        return content
     }
 
     /// The live content with this id, if any inode still uses it.
     public func content(_ id: ContentID) -> FileContent? {
-        contentOwners[id].flatMap { inodes[$0]?.content }
+        contentOwners[id].flatMap { inodes[$0]?.content }.map(placed)
     }
 
     public func lookup(parent: UInt64, name: String) -> Inode? {
@@ -122,7 +140,7 @@ public struct Catalog: Sendable {
     public func liveContentIDs() -> Set<ContentID> { Set(contentOwners.keys) }
 
     /// Every live content (for repair and scrubbing).
-    public func liveContents() -> [FileContent] { contentOwners.values.compactMap { inodes[$0]?.content } }
+    public func liveContents() -> [FileContent] { contentOwners.values.compactMap { inodes[$0]?.content }.map(placed) }
 
     public var fileCount: Int { inodes.values.lazy.filter { !$0.deleted }.count }
 }

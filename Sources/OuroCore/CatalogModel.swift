@@ -136,15 +136,40 @@ public struct DirentKey: Hashable, Sendable {
     public var name: String
 }
 
-/// One catalog change as stored and exchanged: exactly one of the two is set.
+/// Where one chunk's copies live now, when that changed after the push (re-replication, a node leaving).
+/// Kept apart from the inode so that repair never races with a write of the file itself.
+public struct PlacementRecord: Codable, Equatable, Sendable {
+    public var content: ContentID
+    public var chunk: Int
+    public var holders: [NodeAddress]
+    public var version: Version
+
+    public init(content: ContentID, chunk: Int, holders: [NodeAddress], version: Version) {
+        self.content = content
+        self.chunk = chunk
+        self.holders = holders
+        self.version = version
+    }
+
+    public var key: PlacementKey { PlacementKey(content: content, chunk: chunk) }
+}
+
+public struct PlacementKey: Hashable, Sendable {
+    public var content: ContentID
+    public var chunk: Int
+}
+
+/// One catalog change as stored and exchanged: exactly one of the three is set.
 public struct CatalogRecord: Codable, Equatable, Sendable {
     public var inode: Inode?
     public var dirent: Dirent?
+    public var placement: PlacementRecord?
 
-    public init(_ inode: Inode) { self.inode = inode; dirent = nil }
-    public init(_ dirent: Dirent) { self.dirent = dirent; inode = nil }
+    public init(_ inode: Inode) { self.inode = inode }
+    public init(_ dirent: Dirent) { self.dirent = dirent }
+    public init(_ placement: PlacementRecord) { self.placement = placement }
 
-    public var version: Version { inode?.version ?? dirent!.version }
+    public var version: Version { inode?.version ?? dirent?.version ?? placement!.version }
 }
 
 /// An inode with the figures derived from the whole catalog, as returned to clients.

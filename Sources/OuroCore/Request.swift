@@ -99,6 +99,7 @@ public enum Request: Sendable, Equatable {
     case nodeHeal
     case nodeJoin(NodeAddress)
     case nodeInfo
+    case nodeLeave
     case netmapDiscover
     case netmapGet
     case netmapSet(Netmap)
@@ -144,6 +145,7 @@ public enum Request: Sendable, Equatable {
         case ("NODE", "HEAL"): try fields.end(); self = .nodeHeal
         case ("NODE", "JOIN"): self = .nodeJoin(try fields.address(last: true))
         case ("NODE", "INFO"): try fields.end(); self = .nodeInfo
+        case ("NODE", "LEAVE"): try fields.end(); self = .nodeLeave
         case ("NETMAP", "DISCOVER"): try fields.end(); self = .netmapDiscover
         case ("NETMAP", "GET"): try fields.end(); self = .netmapGet
         case ("NETMAP", "SET"):

@@ -116,12 +116,14 @@ final class OpenFile: @unchecked Sendable {
             let size = sizeBytes
             let spool = spool
             do {
-                var updated = try fileSystem.ring.call(idempotent: true) { node in
-                    var offset: UInt64 = 0
-                    return try node.writeInode(inode, sizeBytes: size) { buffer in
-                        let count = try preadFully(spool, buffer, offset)
-                        offset += UInt64(count)
-                        return count
+                var updated = try fileSystem.ring.retrying { ring in
+                    try ring.call(idempotent: true) { node in
+                        var offset: UInt64 = 0
+                        return try node.writeInode(inode, sizeBytes: size) { buffer in
+                            let count = try preadFully(spool, buffer, offset)
+                            offset += UInt64(count)
+                            return count
+                        }
                     }
                 }
                 if let mtime = pendingMtime {

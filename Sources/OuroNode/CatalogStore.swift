@@ -20,6 +20,7 @@ public final class CatalogStore: @unchecked Sendable {
     private enum RecordKey: Hashable {
         case inode(UInt64)
         case dirent(DirentKey)
+        case placement(PlacementKey)
     }
 
     private let lock = Lock()
@@ -72,6 +73,7 @@ public final class CatalogStore: @unchecked Sendable {
 
     private func key(of record: CatalogRecord) -> RecordKey {
         if let inode = record.inode { return .inode(inode.id) }
+        if let placement = record.placement { return .placement(placement.key) }
         return .dirent(record.dirent!.key)
     }
 

@@ -7,6 +7,8 @@ extension Node {
     func startBackgroundLoops() {
         startThread(name: "gossip") { [self] in gossipLoop() }
         startThread(name: "janitor") { [self] in janitorLoop() }
+        startThread(name: "repair") { [self] in repairLoop() }
+        startThread(name: "scrub") { [self] in scrubLoop() }
     }
 
     /// Every gossip interval: ping the successor (declare it dead after a few misses), probe members marked dead
@@ -70,11 +72,18 @@ extension Node {
 
     func collectGarbage() {
         guard let stored = try? chunks.list() else { return }
-        let live = catalog.read { $0.liveContentIDs() }
+        // Chunks of live files this node is no longer a holder of (their copies moved while it was away) go too.
+        let holdings: [ContentID: Set<Int>] = catalog.read { catalog in
+            var holdings: [ContentID: Set<Int>] = [:]
+            for content in catalog.liveContents() {
+                holdings[content.id] = Set(content.chunks.indices.filter { content.chunks[$0].holders.contains(address) })
+            }
+            return holdings
+        }
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var removed = 0
-        for entry in stored where !live.contains(entry.chunk.contentID)
+        for entry in stored where !(holdings[entry.chunk.contentID]?.contains(entry.chunk.index) ?? false)
             && now.tv_sec - entry.modifiedSeconds > configuration.garbageGraceSeconds {
             chunks.delete(entry.chunk)
             verifier.forget(entry.chunk)

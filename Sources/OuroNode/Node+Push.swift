@@ -86,6 +86,8 @@ extension Node {
             do {
                 downstream = try Connection(to: next)
             } catch {
+                // Do not wait for the pinger: a successor that refuses connections is checked and routed around now.
+                if !isReachable(next) { setLiveness(next, alive: false) }
                 throw OuroError.unavailable("cannot reach \(next) to relay chunks: \(error)")
             }
             try downstream!.send(RelayHeader(contentID: contentID, sizeBytes: plan.layout.sizeBytes, copies: plan.copies,
@@ -138,7 +140,7 @@ extension Node {
             }
         }
         committed = true
-        for index in stored { verifier.markVerified(try ChunkID(contentID: contentID, index: index, parts: plan.parts)) }
+        for index in stored { verifier.markVerified(try ChunkID(contentID: contentID, index: index, parts: plan.parts), chunks) }
         return copies
     }
 
@@ -170,6 +172,6 @@ extension Node {
         }
         try writer.commit()
         try chunks.syncDirectory()
-        verifier.markVerified(chunk)
+        verifier.markVerified(chunk, chunks)
     }
 }

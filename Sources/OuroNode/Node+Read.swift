@@ -75,7 +75,7 @@ extension Node: LocalChunkSource {
     /// Checks a stored copy against the checksum the catalog recorded (once; later reads trust it).
     /// A copy that fails is removed so it is never served, and repaired from a good one.
     func verify(_ chunk: ChunkID) throws {
-        if verifier.isVerified(chunk) { return }
+        if verifier.isVerified(chunk, chunks) { return }
         guard let placement = catalog.read({ $0.content(chunk.contentID) })?.chunks[safe: chunk.index] else {
             // Not committed yet (a push in flight) or unknown: there is nothing to compare with.
             return
@@ -86,7 +86,7 @@ extension Node: LocalChunkSource {
             quarantine(chunk)
             throw OuroError(.corrupt, "the copy of \(chunk) on \(address) is corrupt")
         }
-        verifier.markVerified(chunk)
+        verifier.markVerified(chunk, chunks)
     }
 
     /// Moves a corrupt copy aside so it is never served again; the repair loop fetches a good copy in its place.

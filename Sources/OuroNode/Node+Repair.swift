@@ -1,6 +1,31 @@
+import Glibc
 import Logging
 import OuroClient
 import OuroCore
+
+/// What the repair loop is doing, for `ouro status`.
+final class RepairState: @unchecked Sendable {
+    private let lock = Lock()
+    private var deadSince: [NodeAddress: Double] = [:]
+    private var activity = "idle"
+
+    /// Notes which members are dead since when (in this node's clock).
+    func observe(_ netmap: Netmap) {
+        lock.withLock {
+            let now = monotonicSeconds()
+            for member in netmap.members {
+                if member.alive { deadSince[member.address] = nil } else if deadSince[member.address] == nil { deadSince[member.address] = now }
+            }
+        }
+    }
+
+    func deadFor(_ address: NodeAddress) -> Double? {
+        lock.withLock { deadSince[address].map { monotonicSeconds() - $0 } }
+    }
+
+    var status: String { lock.withLock { activity } }
+    func set(_ text: String) { lock.withLock { activity = text } }
+}
 
 extension Node {
     /// Chunks of live files with fewer live holders than their content asks for.
@@ -11,12 +36,161 @@ extension Node {
         var short = 0
         for content in contents {
             let wanted = min(content.copies, ringSize)
-            for chunk in content.chunks where chunk.holders.filter({ map.isAlive($0) || $0 == address }).count < wanted {
+            for chunk in content.chunks where chunk.holders.filter({ map.isAlive($0) }).count < wanted {
                 short += 1
             }
         }
         return short
     }
 
-    func repairStatus() -> String { "idle" }
+    func repairStatus() -> String { repair.status }
+
+    /// Every few gossip intervals: restore copies this node should hold but lacks (a corrupt copy was quarantined,
+    /// or a copy was lost), and re-replicate chunks whose holder has been dead past the grace period.
+    func repairLoop() {
+        let interval = max(1, Double(configuration.gossipIntervalMilliseconds) / 1000 * 2)
+        while pause(seconds: interval) {
+            guard hasCaughtUp else { continue }
+            repairOnce()
+        }
+    }
+
+    func repairOnce() {
+        let map = netmap
+        guard map.contains(address) else { return }
+        let live = Set(map.liveAddresses)
+        let contents = catalog.read { $0.liveContents() }
+        var restored = 0
+        var replicated = 0
+        for content in contents {
+            for (index, placement) in content.chunks.enumerated() {
+                let chunk = content.chunkID(index)
+                if placement.holders.contains(address), !chunks.exists(chunk) {
+                    repair.set("restoring copies")
+                    if restoreCopy(chunk, placement) { restored += 1 }
+                }
+                let gone = placement.holders.filter { holder in
+                    !live.contains(holder) && (!map.contains(holder) || (repair.deadFor(holder) ?? 0) >= Double(configuration.gracePeriodSeconds))
+                }
+                guard !gone.isEmpty else { continue }
+                let liveHolders = placement.holders.filter { live.contains($0) }
+                // One node acts for each chunk: its first live holder.
+                guard liveHolders.first == address, chunks.exists(chunk) else { continue }
+                repair.set("re-replicating")
+                if replicate(chunk, placement, liveHolders: liveHolders, copies: content.copies, map: map) { replicated += 1 }
+            }
+        }
+        if restored + replicated > 0 {
+            logger.notice("repair pass", metadata: ["restored": "\(restored)", "re-replicated": "\(replicated)"])
+        }
+        repair.set("idle")
+    }
+
+    /// Fetches a good copy of a chunk this node should hold from another holder.
+    @discardableResult
+    func restoreCopy(_ chunk: ChunkID, _ placement: ChunkPlacement) -> Bool {
+        for holder in placement.holders where holder != address && netmap.isAlive(holder) {
+            do {
+                let writer = try chunks.create(chunk)
+                _ = try NodeClient(holder, pool: pool).readChunk(chunk, offset: 0, lengthBytes: placement.lengthBytes) { bytes in
+                    try writer.write(bytes)
+                }
+                guard writer.writtenBytes == placement.lengthBytes, writer.crc.value == placement.crc32c else {
+                    writer.abort()
+                    throw OuroError(.corrupt, "copy from \(holder) does not match its checksum")
+                }
+                try writer.commit()
+                try chunks.syncDirectory()
+                verifier.markVerified(chunk, chunks)
+                logger.notice("chunk copy restored", metadata: ["chunk": "\(chunk)", "from": "\(holder)"])
+                return true
+            } catch {
+                logger.warning("could not restore chunk copy", metadata: ["chunk": "\(chunk)", "from": "\(holder)", "error": "\(error)"])
+            }
+        }
+        return false
+    }
+
+    /// Sends copies of a local chunk to live nodes that do not hold it until it has its copies again, then records
+    /// the new placement (dropping holders that are gone).
+    func replicate(_ chunk: ChunkID, _ placement: ChunkPlacement, liveHolders: [NodeAddress], copies: Int, map: Netmap) -> Bool {
+        let wanted = min(copies, map.liveAddresses.count)
+        var holders = liveHolders
+        for target in map.liveRing(from: address) where holders.count < wanted && !holders.contains(target) {
+            do {
+                try sendCopy(chunk, placement, to: target)
+                holders.append(target)
+            } catch {
+                logger.warning("re-replication to a node failed", metadata: ["chunk": "\(chunk)", "to": "\(target)", "error": "\(error)"])
+            }
+        }
+        guard holders != placement.holders else { return false }
+        do {
+            try commitAndBroadcast { catalog, version, _ in
+                catalog.planPlacement(content: chunk.contentID, chunk: chunk.index, holders: holders, version: version)
+            }
+            logger.notice("chunk re-replicated", metadata: ["chunk": "\(chunk)", "holders": "\(holders.map(\.description))"])
+            return true
+        } catch {
+            logger.error("recording a new placement failed", metadata: ["chunk": "\(chunk)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// `CHUNK PUT` of a local chunk to another node.
+    func sendCopy(_ chunk: ChunkID, _ placement: ChunkPlacement, to target: NodeAddress) throws {
+        try verify(chunk)
+        let fd = try chunks.open(chunk)
+        defer { try? fd.close() }
+        _ = try NodeClient(target, pool: pool).upload(
+            header: "CHUNK PUT \(chunk.contentID) \(chunk.index) \(chunk.parts) \(placement.lengthBytes) \(placement.crc32c)",
+            sizeBytes: placement.lengthBytes,
+            source: { buffer in try fd.read(into: buffer, retryOnInterrupt: true) },
+            reply: { connection in try connection.expectOK() })
+    }
+
+    /// Re-reads every local copy against its checksum, slowly, so rot that no reader met is found and repaired.
+    func scrubLoop() {
+        while pause(seconds: Double(configuration.scrubIntervalSeconds)) {
+            guard hasCaughtUp, let stored = try? chunks.list() else { continue }
+            var bad = 0
+            for entry in stored {
+                guard !isStopping else { return }
+                verifier.forget(entry.chunk)
+                do { try verify(entry.chunk) } catch { bad += 1 }
+                usleep(5_000)
+            }
+            logger.info("scrub pass", metadata: ["chunks": "\(stored.count)", "corrupt": "\(bad)"])
+            if bad > 0 { repairOnce() }
+        }
+    }
+
+    /// `NODE LEAVE`: hands every chunk this node holds to another live node, then leaves the netmap.
+    func leaveRing() throws {
+        let map = netmap
+        let others = map.liveAddresses.filter { $0 != address }
+        let contents = catalog.read { $0.liveContents() }
+        for content in contents {
+            for (index, placement) in content.chunks.enumerated() where placement.holders.contains(address) {
+                let chunk = content.chunkID(index)
+                var holders = placement.holders.filter { $0 != address }
+                if let target = others.first(where: { !holders.contains($0) }) {
+                    try sendCopy(chunk, placement, to: target)
+                    holders.append(target)
+                }
+                try commitAndBroadcast { catalog, version, _ in
+                    catalog.planPlacement(content: content.id, chunk: index, holders: holders, version: version)
+                }
+            }
+        }
+        var without = map
+        without.members.removeAll { $0.address == address }
+        without.epoch += 1
+        for peer in others {
+            do { try NodeClient(peer, pool: pool).setNetmap(without) } catch {
+                logger.warning("netmap not delivered", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
+        }
+        logger.notice("left the ring", metadata: ["netmap": "\(without.wire)"])
+    }
 }

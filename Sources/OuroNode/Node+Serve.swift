@@ -115,6 +115,12 @@ extension Node {
         case .nodeJoin(let joiner):
             let previous = try admit(joiner)
             try session.reply("OK next=\(previous)")
+        case .nodeLeave:
+            try leaveRing()
+            try session.reply("OK left the ring")
+            // The process ends as if told to stop: `ouro node` waits for this signal.
+            kill(getpid(), SIGTERM)
+            return .close
         case .nodeInfo:
             try session.replyJSON(info())
         case .netmapDiscover:

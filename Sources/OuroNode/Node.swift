@@ -17,6 +17,10 @@ public struct NodeConfiguration: Sendable {
     public var missesBeforeDead = 3
     /// Unreferenced chunk files younger than this are kept (a push may be about to reference them).
     public var garbageGraceSeconds = 300
+    /// A node dead this long has its chunks' copies recreated on other nodes.
+    public var gracePeriodSeconds = 60
+    /// Seconds between two scrub passes over every local chunk copy.
+    public var scrubIntervalSeconds = 600
 
     public init(listen: NodeAddress, dataDirectory: FilePath) {
         self.listen = listen
@@ -46,6 +50,7 @@ public final class Node: @unchecked Sendable {
     private var openConnections = 0
     private var stopping = false
     let verifier = ChunkVerifier()
+    let repair = RepairState()
     private let caughtUp = CaughtUpFlag()
 
     var hasCaughtUp: Bool { caughtUp.isSet }
@@ -67,6 +72,7 @@ public final class Node: @unchecked Sendable {
             ring = RingRecord(address: address, next: nil, netmap: Netmap())
         }
         if let next = configuration.next { ring.next = next }
+        repair.observe(ring.netmap)
         try saveRing()
     }
 
@@ -107,6 +113,7 @@ public final class Node: @unchecked Sendable {
             let current = ring.netmap
             guard netmap.epoch > current.epoch || (netmap.epoch == current.epoch && netmap.wire > current.wire) else { return false }
             ring.netmap = netmap
+            repair.observe(netmap)
             if netmap.contains(address), let successor = netmap.liveSuccessor(of: address) {
                 ring.next = successor
             }
@@ -149,14 +156,35 @@ public final class Node: @unchecked Sendable {
 }
 
 /// Remembers which stored chunk copies were checked against their catalog checksum, so a copy is read in full
-/// once before its first use rather than on every range read.
+/// once before its first use rather than on every range read. The check is tied to the file's size and change
+/// time: a copy modified on disk since is checked again. (Rot that leaves both alone is the scrubber's.)
 final class ChunkVerifier: @unchecked Sendable {
     private let lock = Lock()
-    private var verified: Set<ChunkID> = []
+    private var verified: [ChunkID: FileIdentity] = [:]
 
-    func isVerified(_ chunk: ChunkID) -> Bool { lock.withLock { verified.contains(chunk) } }
-    func markVerified(_ chunk: ChunkID) { lock.withLock { _ = verified.insert(chunk) } }
-    func forget(_ chunk: ChunkID) { lock.withLock { _ = verified.remove(chunk) } }
+    struct FileIdentity: Equatable {
+        var sizeBytes: Int
+        var changedSeconds: Int
+        var changedNanoseconds: Int
+    }
+
+    private func identity(_ chunk: ChunkID, _ store: ChunkStore) -> FileIdentity? {
+        var info = stat()
+        guard stat(store.path(of: chunk).string, &info) == 0 else { return nil }
+        return FileIdentity(sizeBytes: Int(info.st_size), changedSeconds: info.st_ctim.tv_sec, changedNanoseconds: info.st_ctim.tv_nsec)
+    }
+
+    func isVerified(_ chunk: ChunkID, _ store: ChunkStore) -> Bool {
+        guard let known = lock.withLock({ verified[chunk] }) else { return false }
+        return identity(chunk, store) == known
+    }
+
+    func markVerified(_ chunk: ChunkID, _ store: ChunkStore) {
+        guard let current = identity(chunk, store) else { return }
+        lock.withLock { verified[chunk] = current }
+    }
+
+    func forget(_ chunk: ChunkID) { lock.withLock { _ = verified.removeValue(forKey: chunk) } }
 }
 
 /// Set once the node has pulled the catalog from its neighbours after starting (garbage collection waits for it).

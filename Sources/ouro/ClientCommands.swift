@@ -49,6 +49,24 @@ struct HealCommand: ParsableCommand {
     }
 }
 
+struct LeaveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "leave", abstract: "Take a node out of the ring for good: it hands its chunks to the others first, then stops.")
+    @OptionGroup var options: NodeOption
+
+    func run() throws {
+        do {
+            let reply: String = try ConnectionPool().with(options.node) { connection in
+                connection.socket.setTimeouts(seconds: 3600)
+                try connection.send("NODE LEAVE")
+                return try connection.readReply()
+            }
+            print(reply)
+        } catch {
+            throw fail("\(options.node): \(error)")
+        }
+    }
+}
+
 struct PushCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "push", abstract: "Store a local file in the ring.")
     @OptionGroup var options: NodeOption

@@ -16,6 +16,8 @@ struct NodeCommand: ParsableCommand {
     @Option(name: .customLong("gossip-interval"), help: "Milliseconds between pings and catalog syncs.") var gossipInterval = 1000
     @Option(name: .customLong("max-file-size"), help: "Largest file accepted, in bytes.") var maxFileSize = Limits.defaultMaxFileSizeBytes
     @Option(help: "Copies of every chunk (1 = no copies).") var copies = 2
+    @Option(name: .customLong("grace-period"), help: "Seconds a node may stay dead before its chunks are re-replicated elsewhere.") var gracePeriod = 60
+    @Option(name: .customLong("scrub-interval"), help: "Seconds between scrub passes over every local chunk copy.") var scrubInterval = 600
 
     func run() throws {
         Signals.block()
@@ -27,6 +29,8 @@ struct NodeCommand: ParsableCommand {
         configuration.gossipIntervalMilliseconds = gossipInterval
         configuration.maxFileSizeBytes = maxFileSize
         configuration.copies = copies
+        configuration.gracePeriodSeconds = gracePeriod
+        configuration.scrubIntervalSeconds = scrubInterval
         let logger = Logger(label: "ouro.node.\(listen)")
         let node: Node
         do {

@@ -10,7 +10,7 @@ struct Ouro: ParsableCommand {
         commandName: "ouro",
         abstract: "OuroborosFS: a distributed, self-healing, ring-based file store.",
         subcommands: [NodeCommand.self, UpCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self,
-                      ListCommand.self, PushCommand.self, PullCommand.self, HealCommand.self])
+                      ListCommand.self, PushCommand.self, PullCommand.self, HealCommand.self, LeaveCommand.self])
 }
 
 /// Logs go to standard error; `OURO_LOG_LEVEL` (trace…critical) sets the level, info by default.

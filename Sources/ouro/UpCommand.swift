@@ -59,6 +59,7 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Directory holding every node's data (node-0, node-1, …).") var data = "ouro-data"
     @Option(help: "Copies of every chunk.") var copies = 2
     @Option(name: .customLong("gossip-interval"), help: "Milliseconds between pings and catalog syncs.") var gossipInterval = 1000
+    @Option(name: .customLong("grace-period"), help: "Seconds a node may stay dead before its chunks are re-replicated.") var gracePeriod = 60
     @Option(help: "Also mount the ring at this directory.") var mount: String?
 
     func run() throws {
@@ -73,7 +74,7 @@ struct UpCommand: ParsableCommand {
             mkdir(directory, 0o755)
             children.append(Child(name: "node \(address)", arguments: [
                 "node", "--listen", address.description, "--data", directory, "--copies", "\(copies)",
-                "--gossip-interval", "\(gossipInterval)"], logPath: "\(directory)/node.log"))
+                "--gossip-interval", "\(gossipInterval)", "--grace-period", "\(gracePeriod)"], logPath: "\(directory)/node.log"))
         }
         let stopAll = { (children: [Child]) in
             for child in children.reversed() where child.pid > 0 { kill(child.pid, SIGTERM) }
