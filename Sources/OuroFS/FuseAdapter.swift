@@ -11,9 +11,11 @@ import Synchronization
 /// fsyncdir, ...) are answered ENOSYS by libfuse, and the kernel then falls back to its generic behaviour.
 ///
 /// Lookup counts: the kernel counts one lookup for every entry reply (lookup, mknod, mkdir, symlink, link, create)
-/// and for every readdirplus entry except "." and "..", and hands them back with `forget`. So that the file
-/// system's counts match, readdirplus calls `lookup` for each entry it sends, and a reply the kernel never received
-/// (its request was interrupted) is undone with `forget` / `release`.
+/// and for every readdirplus entry except "." and "..", and hands them all back with `forget`. Readdirplus entries
+/// are built from `readdir`'s listing, without a `lookup` call per entry (that would cost a round trip per entry),
+/// so `forget` counts include references the file system never saw individually: it must not expect them to match
+/// its own `lookup` replies. An entry reply the kernel never received (its request was interrupted) is undone with
+/// `forget` / `release`.
 final class FuseAdapter {
     let fileSystem: FileSystemOperations
     /// How long the kernel may cache attributes and names (attr_timeout and entry_timeout), in seconds.
@@ -90,14 +92,13 @@ final class FuseAdapter {
         conn.pointee.max_background = max(conn.pointee.max_background, 64)
         conn.pointee.congestion_threshold = conn.pointee.max_background * 3 / 4
         conn.pointee.max_write = min(conn.pointee.max_write, 1 << 20)
-        // libfuse's defaults are kept (async reads, parallel directory operations, readdirplus, ...) except:
-        // O_TRUNC arrives as a setattr of the size rather than as an open flag; the kernel, not the file
-        // system, clears setuid/setgid on write and chown; and no writeback cache (it slows 1 MiB writers).
-        conn.pointee.want &= ~UInt32(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE)
+        // libfuse's defaults are kept (async reads, parallel directory operations, readdirplus, O_TRUNC handled by
+        // `open`, ...) except: the kernel, not the file system, clears setuid/setgid on write, truncate and chown;
+        // and no writeback cache (it slows 1 MiB writers).
+        conn.pointee.want &= ~UInt32(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE)
         if readAheadKB > 0 {
-            // The kernel keeps the smaller of the mount's window and the INIT reply's max_readahead (which libfuse
-            // caps at the window the kernel offered), so raise both. The mount already exists: INIT is the first
-            // request it sends.
+            // The kernel keeps the smaller of the mount's current window and the INIT reply's max_readahead, so
+            // raise both. The mount (and its bdi) already exists: INIT is the first request the kernel sends.
             conn.pointee.max_readahead = UInt32(readAheadKB * 1024)
             let result = cfuse_set_read_ahead_kb(mountpoint, UInt32(readAheadKB))
             if result != 0 {
@@ -298,12 +299,12 @@ final class FuseAdapter {
     /// file system's listing; each entry carries the position after it, which the kernel passes back as the
     /// next `offset`. The listing is read when the kernel starts at 0 (first call, rewinddir) and kept for the
     /// following pages, so entries created or removed in between are neither repeated nor skipped.
+    /// Readdirplus entries carry the listing's attributes, which the kernel caches like a lookup's.
     private func readdir(_ req: fuse_req_t, _ size: Int, _ offset: off_t, _ stream: DirectoryStream, plus: Bool) {
         answer(req) {
             let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
             defer { buffer.deallocate() }
             var used = 0
-            var counted: [UInt64] = []  // inodes this reply makes the kernel count a lookup of
             try stream.listing.withLock { listing in
                 if offset == 0 || listing == nil {
                     listing = try fileSystem.readdir(inode: stream.inode, handle: stream.handle)
@@ -312,54 +313,35 @@ final class FuseAdapter {
                 let end = entries.count + 2
                 // An offset past the end can only come from a telldir before the listing was read again.
                 for position in min(Int(offset), end)..<end {
-                    let name = position == 0 ? "." : position == 1 ? ".." : entries[position - 2].name
+                    let name: String
+                    var entry = fuse_entry_param()
+                    switch position {
+                    case 0, 1:
+                        // Node id 0: the kernel takes no attributes and counts no lookup for these.
+                        name = position == 0 ? "." : ".."
+                        entry.attr.st_ino = ino_t(position == 0 ? stream.inode : Self.unknownInode)
+                        entry.attr.st_mode = S_IFDIR
+                    default:
+                        name = entries[position - 2].name
+                        entry = entryParameters(entries[position - 2].attributes)
+                    }
                     let free = size - used
                     let next = off_t(position + 1)
-                    if plus {
-                        // An entry's size depends on its name only: check that it fits before looking it up.
-                        guard fuse_add_direntry_plus(req, nil, 0, name, nil, 0) <= free else { break }
-                        var entry = fuse_entry_param()
-                        if position < 2 {
-                            // Node id 0: no attributes, and no lookup counted (the kernel skips "." and "..").
-                            entry.attr = Self.dotStat(position == 0 ? stream.inode : Self.unknownInode)
-                        } else {
-                            do {
-                                entry = entryParameters(try fileSystem.lookup(parent: stream.inode, name: name))
-                            } catch let error as FileSystemError where error.errno == ENOENT {
-                                continue  // removed since the listing was read
-                            } catch {
-                                if used == 0 { throw error }
-                                break  // send what we have; the kernel asks again from here
-                            }
-                            counted.append(entry.ino)
-                        }
-                        used += fuse_add_direntry_plus(req, buffer + used, free, name, &entry, next)
-                    } else {
-                        var attr = position < 2
-                            ? Self.dotStat(position == 0 ? stream.inode : Self.unknownInode)
-                            : Self.makeStat(entries[position - 2].attributes)
-                        let length = fuse_add_direntry(req, buffer + used, free, name, &attr, next)
-                        guard length <= free else { break }
-                        used += length
-                    }
+                    // Both return the size the entry needs, and add it only if that fits.
+                    let length = plus
+                        ? fuse_add_direntry_plus(req, buffer + used, free, name, &entry, next)
+                        : fuse_add_direntry(req, buffer + used, free, name, &entry.attr, next)
+                    guard length <= free else { break }
+                    used += length
                 }
             }
-            if fuse_reply_buf(req, buffer, used) == -ENOENT {
-                for inode in counted { fileSystem.forget(inode: inode, count: 1) }  // the kernel never saw them
-            }
+            fuse_reply_buf(req, buffer, used)
         }
     }
 
     /// The inode number reported for "..", whose inode the adapter does not know (libfuse's high-level API
     /// reports unknown inodes the same way).
     private static let unknownInode: UInt64 = 0xffff_ffff
-
-    private static func dotStat(_ inode: UInt64) -> stat {
-        var attr = stat()
-        attr.st_ino = ino_t(inode)
-        attr.st_mode = S_IFDIR
-        return attr
-    }
 
     // MARK: - File system and extended attributes
 
@@ -414,7 +396,9 @@ final class FuseAdapter {
         } else if value.count > size {
             fuse_reply_err(req, ERANGE)
         } else {
-            _ = value.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            _ = value.withUnsafeBytes { bytes in
+                fuse_reply_buf(req, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+            }
         }
     }
 

@@ -161,7 +161,8 @@ public final class FuseMount: @unchecked Sendable {
     private static func clearStaleMount(_ mountpoint: String, logger: Logger) throws {
         var info = stat()
         guard stat(mountpoint, &info) != 0, errno == ENOTCONN else { return }
-        logger.notice("clearing a stale FUSE mount left by a driver that died", metadata: ["mountpoint": "\(mountpoint)"])
+        logger.notice("clearing a stale FUSE mount left by a driver that died",
+                      metadata: ["mountpoint": "\(mountpoint)"])
         let status = cfuse_fusermount("-uz", mountpoint)
         guard status == 0 else { throw fusermountError("-uz", mountpoint, status) }
     }
