@@ -13,12 +13,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
-        // Hardware CRC32C (SSE4.2) with a portable fallback: the per-chunk checksum.
-        .target(name: "CChecksum"),
+        // Small C helpers: hardware CRC32C (SSE4.2) with a portable fallback, and sync_file_range.
+        .target(name: "COuroSupport"),
         // The C bridge to libfuse3 (low-level API).
         .target(name: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
         // Pure code shared by everything: wire protocol, chunk layout, catalog model. No I/O.
-        .target(name: "OuroCore", dependencies: ["CChecksum"]),
+        .target(name: "OuroCore", dependencies: ["COuroSupport"]),
         // Blocking socket client for nodes, shared by the node (peer traffic), the CLI and the FUSE driver.
         .target(name: "OuroClient", dependencies: [
             "OuroCore",
@@ -27,7 +27,7 @@ let package = Package(
         ]),
         // The node daemon: chunk store, catalog, ring membership, server.
         .target(name: "OuroNode", dependencies: [
-            "OuroCore", "OuroClient",
+            "OuroCore", "OuroClient", "COuroSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -62,6 +62,10 @@ public final class ConnectionPool: @unchecked Sendable {
         self.maxIdlePerNode = maxIdlePerNode
     }
 
+    /// Errors that arrive as a complete `ERR` answer, after which a connection can carry the next request.
+    static let answeredCodes: Set<ErrorCode> = [.notFound, .exists, .notEmpty, .notDir, .isDir, .badRequest, .denied,
+                                                 .notSupported, .noSpace, .tooLarge]
+
     public func take(_ address: NodeAddress) throws -> Connection {
         let now = monotonicSeconds()
         let reused: Connection? = lock.withLock {
@@ -100,6 +104,10 @@ public final class ConnectionPool: @unchecked Sendable {
             let result = try body(fresh)
             give(fresh)
             return result
+        } catch let error as OuroError where ConnectionPool.answeredCodes.contains(error.code) {
+            // The node answered with a whole ERR line: the connection is still in step.
+            give(connection)
+            throw error
         }
     }
 }

@@ -1,4 +1,4 @@
-import CChecksum
+import COuroSupport
 
 /// Running CRC-32C of a byte stream; the per-chunk checksum.
 public struct CRC32C: Sendable, Equatable {

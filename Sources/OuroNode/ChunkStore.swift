@@ -1,3 +1,4 @@
+import COuroSupport
 import Glibc
 import OuroClient
 import OuroCore
@@ -118,6 +119,9 @@ public final class ChunkWriter {
     public private(set) var crc = CRC32C()
     public private(set) var writtenBytes: UInt64 = 0
     private var finished = false
+    /// Bytes already handed to the disk for writing back (see `write`).
+    private var writebackStartedBytes: UInt64 = 0
+    private static let writebackStepBytes: UInt64 = 8 << 20
 
     init(store: ChunkStore, chunk: ChunkID, tempPath: FilePath, fd: FileDescriptor) {
         self.store = store
@@ -136,6 +140,12 @@ public final class ChunkWriter {
         }
         crc.update(bytes)
         writtenBytes += UInt64(bytes.count)
+        // Start writing back behind the stream instead of leaving it all to the final fsync: the disk works while
+        // the network does, and the fsync at the end has little left to do.
+        if writtenBytes - writebackStartedBytes >= Self.writebackStepBytes {
+            _ = ouro_start_writeback(fd.rawValue, Int64(writebackStartedBytes), Int64(writtenBytes - writebackStartedBytes))
+            writebackStartedBytes = writtenBytes
+        }
     }
 
     /// fsync, rename into place. The caller syncs the directory once for a batch (`ChunkStore.syncDirectory`).

@@ -36,8 +36,10 @@ extension Node {
                 setLiveness(member.address, alive: true)
             }
             let neighbours = Set([map.liveSuccessor(of: address), map.livePredecessor(of: address)].compactMap { $0 })
-            for peer in neighbours { pullCatalog(from: peer, cursors: &cursors) }
-            markCaughtUp()
+            var reachedAll = true
+            for peer in neighbours where !pullCatalog(from: peer, cursors: &cursors) { reachedAll = false }
+            // Garbage collection trusts the catalog only once it has heard from its neighbours.
+            if reachedAll { markCaughtUp() }
         }
     }
 
@@ -88,6 +90,15 @@ extension Node {
             chunks.delete(entry.chunk)
             verifier.forget(entry.chunk)
             removed += 1
+        }
+        // Quarantined corrupt copies are kept a while for an operator to look at, then dropped.
+        for name in (try? FileManagerLite.list(chunks.directory)) ?? [] where name.hasSuffix(".corrupt") {
+            var info = stat()
+            let path = chunks.directory.appending(name).string
+            if stat(path, &info) == 0, now.tv_sec - info.st_mtim.tv_sec > configuration.garbageGraceSeconds {
+                unlink(path)
+                removed += 1
+            }
         }
         if removed > 0 { logger.info("removed unreferenced chunk files", metadata: ["count": "\(removed)"]) }
     }

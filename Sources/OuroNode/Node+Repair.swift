@@ -169,6 +169,7 @@ extension Node {
     func leaveRing() throws {
         let map = netmap
         let others = map.liveAddresses.filter { $0 != address }
+        guard !others.isEmpty else { throw OuroError(.denied, "the last live node of the ring cannot leave: its files would be lost") }
         let contents = catalog.read { $0.liveContents() }
         for content in contents {
             for (index, placement) in content.chunks.enumerated() where placement.holders.contains(address) {

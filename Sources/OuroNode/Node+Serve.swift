@@ -186,12 +186,21 @@ extension Node {
         case .catalogSync(let incarnation, let after):
             try session.replyJSON(syncBatch(incarnation: incarnation, after: after))
         case .catalogApply(let length):
-            let records = try WireJSON.decode([CatalogRecord].self, from: session.reader.readBytes(length))
-            try catalog.merge(records)
-            try session.reply("OK")
+            let payload = try session.reader.readBytes(length)
+            // The payload is consumed: from here on an error is answered and the connection carries on.
+            do {
+                try catalog.merge(WireJSON.decode([CatalogRecord].self, from: payload))
+                try session.reply("OK")
+            } catch let error as OuroError {
+                try session.reply(error.line)
+            }
         case .fs(let operation, let length):
-            let body = try WireJSON.decode(FSRequest.self, from: session.reader.readBytes(length))
-            try session.replyJSON(metadata(operation, body))
+            let payload = try session.reader.readBytes(length)
+            do {
+                try session.replyJSON(metadata(operation, WireJSON.decode(FSRequest.self, from: payload)))
+            } catch let error as OuroError {
+                try session.reply(error.line)
+            }
         }
         return .keepOpen
     }

@@ -1,4 +1,4 @@
-#include "CChecksum.h"
+#include "COuroSupport.h"
 #include <string.h>
 
 static uint32_t table[8][256];

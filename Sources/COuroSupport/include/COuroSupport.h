@@ -1,0 +1,14 @@
+#ifndef COUROSUPPORT_H
+#define COUROSUPPORT_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC-32C (Castagnoli) of `len` bytes, continuing from `crc` (start with 0).
+/// Uses the SSE4.2 crc32 instruction when the CPU has it, a table otherwise.
+uint32_t ouro_crc32c(uint32_t crc, const void *data, size_t len);
+
+/// Starts writing back `[offset, offset+len)` of a file without waiting (Linux sync_file_range with
+/// SYNC_FILE_RANGE_WRITE); 0 or -1 with errno. Durability still comes from fsync.
+int ouro_start_writeback(int fd, long long offset, long long len);
+
+#endif

@@ -1,0 +1,7 @@
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include "COuroSupport.h"
+
+int ouro_start_writeback(int fd, long long offset, long long len) {
+    return sync_file_range(fd, offset, len, SYNC_FILE_RANGE_WRITE);
+}
