@@ -1,3 +1,4 @@
+import Glibc
 import OuroCore
 
 /// Typed calls to one node, over pooled connections.
@@ -120,38 +121,33 @@ public struct NodeClient: Sendable {
         return rows
     }
 
-    /// Streams `sizeBytes` from `source` after `header`, then lets `reply` read the answer.
-    /// `source` fills the buffer it is given and returns the byte count (0 = ended early, which aborts the push).
-    public func upload<T>(header: String, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
-                          source: (UnsafeMutableRawBufferPointer) throws -> Int, reply: (Connection) throws -> T) throws -> T {
+    /// Sends `header`, then `sizeBytes` of the regular file `file` from its start (with sendfile: no copy through
+    /// this process), then lets `reply` read the answer.
+    public func upload<T>(header: String, file: Int32, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
+                          reply: (Connection) throws -> T) throws -> T {
         let connection = try Connection(to: address)
         connection.socket.setTimeouts(seconds: 600)  // the node fsyncs every copy before it answers
         try connection.send(header)
-        var buffer = [UInt8](repeating: 0, count: Limits.streamBufferBytes)
-        var sent: UInt64 = 0
-        try buffer.withUnsafeMutableBytes { raw in
-            while sent < sizeBytes {
-                let want = Int(min(UInt64(raw.count), sizeBytes - sent))
-                let count = try source(UnsafeMutableRawBufferPointer(rebasing: raw[..<want]))
-                guard count > 0 else { throw OuroError(.badRequest, "the source ended \(sizeBytes - sent) bytes early") }
-                do {
-                    try connection.socket.write(UnsafeRawBufferPointer(rebasing: raw[..<count]))
-                } catch {
-                    // The node may have refused the push early: its ERR line says why.
-                    if let line = try? connection.reader.readLine(), let refusal = OuroError(errorLine: line) { throw refusal }
-                    throw error
-                }
-                sent += UInt64(count)
-                progress?(sent)
+        var position: off_t = 0
+        while UInt64(position) < sizeBytes {
+            let want = Int(min(UInt64(4 * Limits.streamBufferBytes), sizeBytes - UInt64(position)))
+            let count = sendfile(connection.socket.fd, file, &position, want)
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 {
+                let reason = String(cString: strerror(errno))
+                // The node may have refused the upload early: its ERR line says why.
+                if let line = try? connection.reader.readLine(), let refusal = OuroError(errorLine: line) { throw refusal }
+                throw OuroError.unavailable("sending to \(address): \(reason)")
             }
+            guard count > 0 else { throw OuroError(.badRequest, "the file ended \(sizeBytes - UInt64(position)) bytes early") }
+            progress?(UInt64(position))
         }
         return try reply(connection)
     }
 
-    /// `FILE PUSH`: returns the reply lines up to `OK`.
-    public func push(name: String, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
-                     source: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> [String] {
-        try upload(header: "FILE PUSH \(sizeBytes) \(name)", sizeBytes: sizeBytes, progress: progress, source: source) { connection in
+    /// `FILE PUSH` of a local file: returns the reply lines up to `OK`.
+    public func push(name: String, file: Int32, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil) throws -> [String] {
+        try upload(header: "FILE PUSH \(sizeBytes) \(name)", file: file, sizeBytes: sizeBytes, progress: progress) { connection in
             var lines: [String] = []
             while true {
                 let line = try connection.readReply()
@@ -161,9 +157,9 @@ public struct NodeClient: Sendable {
         }
     }
 
-    /// `INODE WRITE`: replaces a file's content; returns its new attributes.
-    public func writeInode(_ inode: UInt64, sizeBytes: UInt64, source: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> InodeStat {
-        try upload(header: "INODE WRITE \(inode) \(sizeBytes)", sizeBytes: sizeBytes, source: source) { connection in
+    /// `INODE WRITE`: replaces a file's content with the bytes of `file`; returns its new attributes.
+    public func writeInode(_ inode: UInt64, file: Int32, sizeBytes: UInt64) throws -> InodeStat {
+        try upload(header: "INODE WRITE \(inode) \(sizeBytes)", file: file, sizeBytes: sizeBytes) { connection in
             try connection.readJSON(InodeStat.self)
         }
     }

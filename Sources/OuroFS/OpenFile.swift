@@ -117,14 +117,7 @@ final class OpenFile: @unchecked Sendable {
             let spool = spool
             do {
                 var updated = try fileSystem.ring.retrying { ring in
-                    try ring.call(idempotent: true) { node in
-                        var offset: UInt64 = 0
-                        return try node.writeInode(inode, sizeBytes: size) { buffer in
-                            let count = try preadFully(spool, buffer, offset)
-                            offset += UInt64(count)
-                            return count
-                        }
-                    }
+                    try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
                 if let mtime = pendingMtime {
                     var request = FSRequest()

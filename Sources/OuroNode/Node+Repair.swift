@@ -142,11 +142,9 @@ extension Node {
         try verify(chunk)
         let fd = try chunks.open(chunk)
         defer { try? fd.close() }
-        _ = try NodeClient(target, pool: pool).upload(
+        try NodeClient(target, pool: pool).upload(
             header: "CHUNK PUT \(chunk.contentID) \(chunk.index) \(chunk.parts) \(placement.lengthBytes) \(placement.crc32c)",
-            sizeBytes: placement.lengthBytes,
-            source: { buffer in try fd.read(into: buffer, retryOnInterrupt: true) },
-            reply: { connection in try connection.expectOK() })
+            file: fd.rawValue, sizeBytes: placement.lengthBytes) { connection in try connection.expectOK() }
     }
 
     /// Re-reads every local copy against its checksum, slowly, so rot that no reader met is found and repaired.

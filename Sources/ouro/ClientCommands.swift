@@ -84,11 +84,7 @@ struct PushCommand: ParsableCommand {
         do { _ = try PathName(target) } catch { throw fail("bad name \(target): \(error)") }
         let progress = Progress(label: target, totalBytes: size)
         do {
-            let lines = try NodeClient(options.node).push(name: target, sizeBytes: size, progress: progress.update) { buffer in
-                let count = read(fd, buffer.baseAddress, buffer.count)
-                guard count >= 0 else { throw OuroError(.internal, "reading \(file): \(String(cString: strerror(errno)))") }
-                return count
-            }
+            let lines = try NodeClient(options.node).push(name: target, file: fd, sizeBytes: size, progress: progress.update)
             progress.finish()
             lines.forEach { print($0) }
         } catch {
