@@ -211,7 +211,8 @@ public struct NodeClient: Sendable {
 /// The CSV of `FILE LIST`: a field with `,` `"` CR or LF is quoted, `"` doubled.
 public enum CSV {
     public static func field(_ text: String) -> String {
-        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        // By scalar: "\r\n" is one Character and would match neither.
+        guard text.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 

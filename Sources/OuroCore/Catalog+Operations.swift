@@ -40,6 +40,18 @@ extension Catalog {
         return CatalogRecord(changed)
     }
 
+    /// The inode number for a new directory: derived from its parent and name, so that two nodes creating the same
+    /// directory at the same time create the same inode and their entries merge instead of one orphaning the
+    /// other's files. If that number is taken by a live inode (the directory was moved away), a random one.
+    public func directoryID(parent: UInt64, name: String, otherwise random: () -> UInt64) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(parent)/\(name)".utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        let id = 2 + hash % ((UInt64(1) << 62) - 2)
+        return inode(id) == nil ? id : random()
+    }
+
     /// Creates a new name for a new inode (mkdir, mknod, create, symlink).
     public func planCreate(parent: UInt64?, name: String?, kind: InodeKind, permissions: UInt32, uid: UInt32, gid: UInt32,
                            rdev: UInt32 = 0, symlinkTarget: String? = nil, version: Version, nowNs: Int64,
@@ -47,12 +59,13 @@ extension Catalog {
         let directory = try directory(parent)
         let name = try PathName.validComponent(name ?? "")
         guard lookup(parent: directory.id, name: name) == nil else { throw OuroError(.exists, "\(name) exists") }
-        let inode = Inode(id: newID, version: version, kind: kind, permissions: permissions, uid: uid, gid: gid,
+        let id = kind == .directory ? directoryID(parent: directory.id, name: name, otherwise: { newID }) : newID
+        let inode = Inode(id: id, version: version, kind: kind, permissions: permissions, uid: uid, gid: gid,
                           rdev: rdev, timeNs: nowNs, symlinkTarget: symlinkTarget)
         return Change(records: [CatalogRecord(inode),
-                                CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: newID)),
+                                CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: id)),
                                 touched(directory, version, nowNs)],
-                      resultInode: newID)
+                      resultInode: id)
     }
 
     /// Adds a name for an existing non-directory inode (a hard link).
@@ -222,7 +235,7 @@ extension Catalog {
                 continue
             }
             if !parentIsNew { records.append(touched(parent, version, nowNs)) }
-            let directory = Inode(id: newID(), version: version, kind: .directory, permissions: 0o755, uid: 0, gid: 0, timeNs: nowNs)
+            let directory = Inode(id: directoryID(parent: parent.id, name: component, otherwise: newID), version: version, kind: .directory, permissions: 0o755, uid: 0, gid: 0, timeNs: nowNs)
             records += [CatalogRecord(directory),
                         CatalogRecord(Dirent(parent: parent.id, name: component, version: version, inode: directory.id))]
             parent = directory

@@ -35,7 +35,7 @@ public struct ChunkLayout: Sendable, Equatable {
     /// The chunk slices covering `[offset, offset + length)`, clipped to the file's end.
     public func slices(offset: UInt64, length: UInt64) -> [Slice] {
         guard offset < sizeBytes, length > 0 else { return [] }
-        let end = min(sizeBytes, offset + length)
+        let end = length > sizeBytes - offset ? sizeBytes : offset + length
         var result: [Slice] = []
         var chunk = chunkIndex(containing: offset)
         var position = offset

@@ -37,12 +37,17 @@ public final class FramedReader {
             scanned = end - start
             guard scanned < maxBytes else { throw OuroError(.tooLarge, "line longer than \(maxBytes) bytes") }
             if end == buffer.count {
-                // Slide the partial line to the front to make room.
-                buffer.withUnsafeMutableBytes { raw in
-                    _ = memmoveBytes(raw, from: start, count: end - start)
+                if start > 0 {
+                    // Slide the partial line to the front to make room.
+                    buffer.withUnsafeMutableBytes { raw in
+                        _ = memmoveBytes(raw, from: start, count: end - start)
+                    }
+                    end -= start
+                    start = 0
+                } else {
+                    // A line longer than the buffer but within the caller's limit: grow, up to that limit.
+                    buffer += [UInt8](repeating: 0, count: min(buffer.count, maxBytes - buffer.count + 1))
                 }
-                end -= start
-                start = 0
             }
             let count = try buffer.withUnsafeMutableBytes { raw in
                 try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...]))

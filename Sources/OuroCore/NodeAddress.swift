@@ -11,7 +11,7 @@ public struct NodeAddress: Hashable, Comparable, Sendable, CustomStringConvertib
     /// Parses `host:port`, `[v6]:port`, or a bare port (host 127.0.0.1).
     public init?(_ text: some StringProtocol) {
         let text = String(text)
-        if let port = UInt16(text) {
+        if let port = UInt16(text), port != 0 {
             self.init(host: "127.0.0.1", port: port)
             return
         }

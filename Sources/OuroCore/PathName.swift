@@ -10,9 +10,9 @@ public struct PathName: Hashable, Sendable, CustomStringConvertible {
         guard text.utf8.count <= Limits.pathBytes else { throw OuroError(.tooLarge, "name longer than \(Limits.pathBytes) bytes") }
         guard !text.hasPrefix("/") else { throw .badRequest("absolute names are not allowed: \(text)") }
         var parts: [String] = []
-        for component in text.split(separator: "/", omittingEmptySubsequences: false) {
-            // A trailing slash ("dir/") is tolerated; empty inner components are not.
-            if component.isEmpty { continue }
+        // A trailing slash ("dir/") is tolerated; empty inner components ("a//b") are not.
+        let body = text.hasSuffix("/") ? text.dropLast() : Substring(text)
+        for component in body.split(separator: "/", omittingEmptySubsequences: false) {
             try parts.append(PathName.validComponent(component))
         }
         guard !parts.isEmpty else { throw .badRequest("empty name") }
