@@ -56,7 +56,7 @@ for target in local pt ouro; do
     # 4 parallel readers
     for i in 1 2 3 4; do cp "$work/input/par$i" "$dir/par$i"; done
     drop; t0=$(now)
-    for i in 1 2 3 4; do cat "$dir/par$i" >/dev/null & done; wait
+    readers=(); for i in 1 2 3 4; do cat "$dir/par$i" >/dev/null & readers+=($!); done; wait "${readers[@]}"
     t1=$(now)
     R[$target,par]=$(mbps $((4 * PAR_MB << 20)) "$t0" "$t1")
     # random 4 KiB reads

@@ -47,7 +47,7 @@ public struct NodeClient: Sendable {
     public func join(_ ring: NodeAddress) throws { try simple("NODE JOIN \(ring)") }
 
     public func setNetmap(_ netmap: Netmap) throws {
-        try simple("NETMAP SET \(netmap.epoch) \(netmap.wire)")
+        try simple("NETMAP SET \(netmap.epoch) \(netmap.wire)", idempotent: true)
     }
 
     public func netmap() throws -> Netmap {
@@ -200,8 +200,8 @@ public struct NodeClient: Sendable {
         }
     }
 
-    private func simple(_ line: String) throws {
-        try pool.with(address) { connection in
+    private func simple(_ line: String, idempotent: Bool = false) throws {
+        try pool.with(address, retry: idempotent) { connection in
             try connection.send(line)
             try connection.expectOK()
         }

@@ -26,6 +26,9 @@ public final class CatalogStore: @unchecked Sendable {
     private let lock = Lock()
     private var catalog = Catalog()
     private var latest: [RecordKey: LogEntry] = [:]
+    /// Keys in the order of their sequence numbers (superseded entries are skipped, and dropped now and then),
+    /// so `changes(after:)` finds what is new without sorting the whole catalog.
+    private var order: [(seq: UInt64, key: RecordKey)] = []
     private var sequence: UInt64 = 0
     private var clock: UInt64 = 0
     private var log: FileDescriptor
@@ -43,12 +46,20 @@ public final class CatalogStore: @unchecked Sendable {
         log = FileDescriptor(rawValue: -1)
         var lines = 0
         if let bytes = FileManagerLite.read(path) {
-            for line in bytes.split(separator: 0x0A) {
+            // Every record ends with a line break; bytes after the last one are a torn append (a crash mid-write,
+            // never acknowledged). Cut them off, or the next record would be glued to them and lost too.
+            let complete = bytes.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
+            if complete < bytes.count {
+                logger.warning("dropping a torn record at the end of the catalog log", metadata: ["bytes": "\(bytes.count - complete)"])
+                guard truncate(path.string, off_t(complete)) == 0 else {
+                    throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+            for line in bytes[..<complete].split(separator: 0x0A) {
                 if incarnation.isEmpty, let header = try? WireJSON.decode(LogHeader.self, from: Array(line)) {
                     incarnation = header.incarnation
                     continue
                 }
-                // A torn last line (a crash mid-append) was never acknowledged: skip it.
                 guard let entry = try? WireJSON.decode(LogEntry.self, from: Array(line)) else { continue }
                 lines += 1
                 replay(entry.record)
@@ -67,8 +78,17 @@ public final class CatalogStore: @unchecked Sendable {
     private func replay(_ record: CatalogRecord) {
         guard catalog.apply(record) else { return }
         sequence += 1
-        latest[key(of: record)] = LogEntry(seq: sequence, record: record)
+        remember(LogEntry(seq: sequence, record: record))
         clock = max(clock, record.version.clock)
+    }
+
+    private func remember(_ entry: LogEntry) {
+        let key = key(of: entry.record)
+        latest[key] = entry
+        order.append((entry.seq, key))
+        if order.count > 2 * latest.count + 1024 {
+            order.removeAll { latest[$0.key]?.seq != $0.seq }
+        }
     }
 
     private func key(of record: CatalogRecord) -> RecordKey {
@@ -123,7 +143,7 @@ public final class CatalogStore: @unchecked Sendable {
             sequence += 1
             clock = max(clock, record.version.clock)
             let entry = LogEntry(seq: sequence, record: record)
-            latest[key(of: record)] = entry
+            remember(entry)
             bytes += WireJSON.encode(entry) + [0x0A]
             applied.append(record)
         }
@@ -142,9 +162,25 @@ public final class CatalogStore: @unchecked Sendable {
     /// Records applied here after `afterSequence` (at most `limit`), and the sequence to ask from next time.
     public func changes(after afterSequence: UInt64, limit: Int) -> (records: [CatalogRecord], last: UInt64, more: Bool) {
         lock.withLock {
-            let newer = latest.values.filter { $0.seq > afterSequence }.sorted { $0.seq < $1.seq }
-            let batch = newer.prefix(limit)
-            return (batch.map(\.record), batch.last?.seq ?? max(afterSequence, 0), newer.count > limit)
+            // Binary search for the first entry after the cursor, then walk forward over live entries.
+            var low = 0
+            var high = order.count
+            while low < high {
+                let middle = (low + high) / 2
+                if order[middle].seq <= afterSequence { low = middle + 1 } else { high = middle }
+            }
+            var batch: [CatalogRecord] = []
+            var last = afterSequence
+            var index = low
+            while index < order.count {
+                let (seq, key) = order[index]
+                index += 1
+                guard let entry = latest[key], entry.seq == seq else { continue }
+                if batch.count == limit { return (batch, last, true) }
+                batch.append(entry.record)
+                last = seq
+            }
+            return (batch, last, false)
         }
     }
 

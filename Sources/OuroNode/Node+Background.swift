@@ -6,23 +6,25 @@ import OuroCore
 extension Node {
     func startBackgroundLoops() {
         startThread(name: "gossip") { [self] in gossipLoop() }
+        startThread(name: "sync") { [self] in syncLoop() }
         startThread(name: "janitor") { [self] in janitorLoop() }
         startThread(name: "repair") { [self] in repairLoop() }
         startThread(name: "scrub") { [self] in scrubLoop() }
     }
 
-    /// Every gossip interval: ping the successor (declare it dead after a few misses), probe members marked dead
-    /// (mark them alive again when they answer), and pull catalog changes from both ring neighbours.
+    /// Every gossip interval: ping the successor (declare it dead after a few misses) and hand it our netmap (so a
+    /// node that restarted with nothing learns the ring), and probe members marked dead (alive again when they
+    /// answer). Only short-timeout probes run here, so a silent peer cannot delay failure detection.
     private func gossipLoop() {
         let interval = Double(configuration.gossipIntervalMilliseconds) / 1000
         var misses: [NodeAddress: Int] = [:]
-        var cursors: [NodeAddress: (String, UInt64)] = [:]
         while pause(seconds: interval) {
             let map = netmap
             guard map.contains(address) else { continue }
             if let successor = map.liveSuccessor(of: address) {
                 if isReachable(successor) {
                     misses[successor] = nil
+                    shareNetmap(map, with: successor)
                 } else {
                     misses[successor, default: 0] += 1
                     logger.warning("successor missed a ping", metadata: ["peer": "\(successor)", "misses": "\(misses[successor]!)"])
@@ -35,6 +37,24 @@ extension Node {
             for member in map.members where !member.alive && isReachable(member.address) {
                 setLiveness(member.address, alive: true)
             }
+        }
+    }
+
+    /// Sends our netmap to a peer with short timeouts; the peer ignores it unless it is newer than its own.
+    private func shareNetmap(_ map: Netmap, with peer: NodeAddress) {
+        guard let connection = try? Connection(to: peer, timeoutMilliseconds: 1000) else { return }
+        connection.socket.setTimeouts(seconds: 2)
+        _ = try? connection.send("NETMAP SET \(map.epoch) \(map.wire)")
+        _ = try? connection.expectOK()
+    }
+
+    /// Every gossip interval, on its own thread: pull catalog changes from both ring neighbours.
+    private func syncLoop() {
+        let interval = Double(configuration.gossipIntervalMilliseconds) / 1000
+        var cursors: [NodeAddress: (String, UInt64)] = [:]
+        while pause(seconds: interval) {
+            let map = netmap
+            guard map.contains(address) else { continue }
             let neighbours = Set([map.liveSuccessor(of: address), map.livePredecessor(of: address)].compactMap { $0 })
             var reachedAll = true
             for peer in neighbours where !pullCatalog(from: peer, cursors: &cursors) { reachedAll = false }

@@ -26,7 +26,8 @@ extension Node {
         let peers = netmap.liveAddresses.filter { $0 != address }
         _ = parallelMap(peers, width: 16) { [self] peer in
             do {
-                try pool.with(peer) { connection in
+                // Merging is idempotent, so a stale pooled connection (the peer restarted) is simply retried.
+                try pool.with(peer, retry: true) { connection in
                     try connection.sendJSON("CATALOG APPLY", records)
                     try connection.expectOK()
                 }

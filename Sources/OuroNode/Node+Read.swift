@@ -32,6 +32,10 @@ extension Node: LocalChunkSource {
 
     /// `CHUNK GET`: `DATA <n>` then n bytes of the stored chunk, checked against its checksum first.
     func sendChunk(_ chunk: ChunkID, offset: UInt64, lengthBytes: UInt64, _ session: ClientSession) throws {
+        guard chunks.exists(chunk) else {
+            noteMissing(chunk)
+            throw OuroError.notFound("chunk \(chunk) is not stored here")
+        }
         try verify(chunk)
         let fd = try chunks.open(chunk)
         defer { try? fd.close() }
@@ -53,7 +57,10 @@ extension Node: LocalChunkSource {
     }
 
     public func readLocal(_ chunk: ChunkID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
-        guard chunks.exists(chunk) else { return false }
+        guard chunks.exists(chunk) else {
+            noteMissing(chunk)
+            return false
+        }
         do {
             try verify(chunk)
         } catch {
@@ -88,11 +95,18 @@ extension Node: LocalChunkSource {
         verifier.markVerified(chunk, chunks)
     }
 
+    /// A copy the catalog says this node holds is not on disk (lost, or removed by hand): repair soon.
+    func noteMissing(_ chunk: ChunkID) {
+        let holder = catalog.read { $0.content(chunk.contentID)?.chunks[safe: chunk.index]?.holders.contains(address) } ?? false
+        if holder { repair.requestScan() }
+    }
+
     /// Moves a corrupt copy aside so it is never served again; the repair loop fetches a good copy in its place.
     func quarantine(_ chunk: ChunkID) {
         verifier.forget(chunk)
         let path = chunks.path(of: chunk)
         _ = rename(path.string, path.string + ".corrupt")
+        repair.requestScan()
     }
 
     /// `FILE DELETE`: removes a file by name.

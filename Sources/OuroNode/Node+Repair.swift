@@ -8,10 +8,30 @@ final class RepairState: @unchecked Sendable {
     private let lock = Lock()
     private var deadSince: [NodeAddress: Double] = [:]
     private var activity = "idle"
+    private var scanRequested = true
+    private var lastScan = 0.0
+    /// A full repair scan runs at least this often even when nothing asked for one.
+    private let scanIntervalSeconds = 30.0
+
+    /// Asks for a repair scan soon (the ring changed, or a copy was found bad).
+    func requestScan() { lock.withLock { scanRequested = true } }
+
+    /// Whether a scan is due: requested, a member's grace period ran out since the last one, or it has been a while.
+    func shouldScan(gracePeriodSeconds: Double) -> Bool {
+        lock.withLock {
+            let now = monotonicSeconds()
+            let graceEnded = deadSince.values.contains { $0 + gracePeriodSeconds <= now && $0 + gracePeriodSeconds > lastScan }
+            guard scanRequested || graceEnded || now - lastScan >= scanIntervalSeconds else { return false }
+            scanRequested = false
+            lastScan = now
+            return true
+        }
+    }
 
     /// Notes which members are dead since when (in this node's clock).
     func observe(_ netmap: Netmap) {
         lock.withLock {
+            scanRequested = true
             let now = monotonicSeconds()
             for member in netmap.members {
                 if member.alive { deadSince[member.address] = nil } else if deadSince[member.address] == nil { deadSince[member.address] = now }
@@ -45,12 +65,13 @@ extension Node {
 
     func repairStatus() -> String { repair.status }
 
-    /// Every few gossip intervals: restore copies this node should hold but lacks (a corrupt copy was quarantined,
-    /// or a copy was lost), and re-replicate chunks whose holder has been dead past the grace period.
+    /// Restores copies this node should hold but lacks (a corrupt copy was quarantined, or a copy was lost), and
+    /// re-replicates chunks whose holder has been dead past the grace period. A scan walks every chunk of the
+    /// catalog, so it runs when something changed (or now and then), not on every tick.
     func repairLoop() {
-        let interval = max(1, Double(configuration.gossipIntervalMilliseconds) / 1000 * 2)
+        let interval = max(0.5, Double(configuration.gossipIntervalMilliseconds) / 1000 * 2)
         while pause(seconds: interval) {
-            guard hasCaughtUp else { continue }
+            guard hasCaughtUp, repair.shouldScan(gracePeriodSeconds: Double(configuration.gracePeriodSeconds)) else { continue }
             repairOnce()
         }
     }
@@ -60,12 +81,13 @@ extension Node {
         guard map.contains(address) else { return }
         let live = Set(map.liveAddresses)
         let contents = catalog.read { $0.liveContents() }
+        let stored = Set(((try? chunks.list()) ?? []).map(\.chunk))
         var restored = 0
         var replicated = 0
         for content in contents {
             for (index, placement) in content.chunks.enumerated() {
                 let chunk = content.chunkID(index)
-                if placement.holders.contains(address), !chunks.exists(chunk) {
+                if placement.holders.contains(address), !stored.contains(chunk) {
                     repair.set("restoring copies")
                     if restoreCopy(chunk, placement) { restored += 1 }
                 }
@@ -75,7 +97,7 @@ extension Node {
                 guard !gone.isEmpty else { continue }
                 let liveHolders = placement.holders.filter { live.contains($0) }
                 // One node acts for each chunk: its first live holder.
-                guard liveHolders.first == address, chunks.exists(chunk) else { continue }
+                guard liveHolders.first == address, stored.contains(chunk) else { continue }
                 repair.set("re-replicating")
                 if replicate(chunk, placement, liveHolders: liveHolders, copies: content.copies, map: map) { replicated += 1 }
             }

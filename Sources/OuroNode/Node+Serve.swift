@@ -61,8 +61,9 @@ extension Node {
                 if try handle(request, session) == .close { return }
             } catch let error as OuroError {
                 logger.debug("request failed", metadata: ["request": "\(line.prefix(80))", "error": "\(error)"])
-                if case .filePull = request, error.code == .notFound {
-                    try? session.reply("ERR file not found")
+                if case .filePull = request {
+                    // A pull ends with the end of the stream: say why, then close.
+                    try? session.reply(error.code == .notFound ? "ERR file not found" : error.line)
                     return
                 }
                 if request.payloadBytes > 0 || { if case .chunkRelay = request { return true } else { return false } }() {

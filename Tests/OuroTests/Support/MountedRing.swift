@@ -273,6 +273,8 @@ final class DriverMount: @unchecked Sendable {
     let attrTimeoutSeconds: Double
     let process: ChildProcess
     private(set) var isFinished = false
+    /// The mount's device (`0:NN` in the mount table), to tell it from other mounts at the same path.
+    private(set) var device = ""
 
     /// Starts the driver and waits (by the mount table, never `stat`) until the mount is there.
     init(node: NodeAddress, nodeIndex: Int, mountpoint: String, cacheDirectory: String, logPath: String,
@@ -307,6 +309,7 @@ final class DriverMount: @unchecked Sendable {
             }
             usleep(20_000)
         }
+        device = MountTable.device(of: mountpoint) ?? ""
     }
 
     deinit { if !isFinished { _ = forceCleanup() } }
@@ -347,6 +350,7 @@ final class DriverMount: @unchecked Sendable {
                 problems.append("cannot run \(executable): \(error)")
             }
             unlink(output)
+            MountTable.detachCopiesElsewhere(mountpoint, device: device)
         } else if isMounted {
             problems.append("the driver had already \(process.termination.map { "\($0)" } ?? "ended") while mounted")
         }
@@ -370,6 +374,7 @@ final class DriverMount: @unchecked Sendable {
             problems.append("had to detach the mount with fusermount3 -uz")
             MountTable.detach(mountpoint)
         }
+        MountTable.detachCopiesElsewhere(mountpoint, device: device)
         var termination = process.termination
         if termination == nil {
             problems.append("had to stop the driver with signals")
@@ -393,6 +398,40 @@ enum MountTable {
     }
 
     static func isMounted(_ path: String) -> Bool { mountpoints().contains(path) }
+
+    /// The device (`major:minor`, field 3) of the mount at `path`.
+    static func device(of path: String, table: String = "/proc/self/mountinfo") -> String? {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            if fields.count > 4, unescape(String(fields[4])) == path { return String(fields[2]) }
+        }
+        return nil
+    }
+
+    /// A process that enters a new mount namespace (`ip netns exec`, `unshare -m`) while a mount is up takes a
+    /// private copy of it, which keeps the FUSE connection, and so the driver, alive after the mount is gone from
+    /// ours: another test's `ip netns exec … ouro node` would keep our driver running for as long as that node.
+    /// Detaches such copies (`nsenter -m umount -l`), which touches nothing else in those namespaces.
+    static func detachCopiesElsewhere(_ path: String, device: String) {
+        guard !device.isEmpty, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt")) ?? ""
+        var handled: Set<String> = [own]
+        for entry in entries {
+            guard let pid = pid_t(entry),
+                  let namespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt"),
+                  !handled.contains(namespace), MountTable.device(of: path, table: "/proc/\(pid)/mountinfo") == device else { continue }
+            handled.insert(namespace)
+            let commandLine = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data())
+                .map { $0 == 0 ? UInt8(ascii: " ") : $0 }
+            print("MountedRing: detaching a copy of \(path) held in the mount namespace of pid \(pid) "
+                  + "(\(String(decoding: commandLine, as: UTF8.self).prefix(160)))")
+            guard let command = try? ChildProcess(executable: "/usr/bin/nsenter",
+                                                  arguments: ["-t", "\(pid)", "-m", "/usr/bin/umount", "-l", path],
+                                                  outputPath: "/dev/null") else { continue }
+            if command.wait(seconds: 10) == nil { command.forceKill() }
+        }
+    }
 
     static func mountpoints(under directory: String) -> [String] {
         mountpoints().filter { $0 == directory || $0.hasPrefix(directory + "/") }

@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+/// Ownership, permissions, extended attributes and `df` through a real mount.
+@Suite("Mount: attributes")
+struct MountAttributeTests {
+    @Test("chmod and chown show in stat")
+    func chmodChown() throws {
+        try MountedRing.with(label: "chmod") { ring in
+            let output = try ring.ok(#"""
+                cd "$M" && printf x > f && mkdir d && chmod 640 f && chown 1234:5678 f && chmod 711 d && chown 42 d &&
+                chmod u+s,g+s d && stat -c '%n %a %u %g %A' f d && chmod 600 f && stat -c '%a %U' f
+                """#)
+            #expect(output == "f 640 1234 5678 -rw-r-----\nd 6711 42 0 drws--s--x\n600 UNKNOWN\n")
+        }
+    }
+
+    @Test("setfattr and getfattr")
+    func extendedAttributes() throws {
+        try MountedRing.with(label: "xattr") { ring in
+            let output = try ring.ok(#"""
+                cd "$M" && printf x > f && mkdir d &&
+                setfattr -n user.x -v y f && getfattr -n user.x --only-values f && echo &&
+                setfattr -n user.other -v 'two words' f && setfattr -n user.x -v changed f &&
+                getfattr -d f | LC_ALL=C sort && setfattr -x user.x f && getfattr -d f &&
+                setfattr -n user.ondir -v 0x00ff10 d && getfattr -e hex -n user.ondir d
+                """#)
+            #expect(output == "y\n"
+                    + "\n# file: f\nuser.other=\"two words\"\nuser.x=\"changed\"\n"  // sorted: the blank line first
+                    + "# file: f\nuser.other=\"two words\"\n\n"
+                    + "# file: d\nuser.ondir=0x00ff10\n\n")
+            let missing = try ring.sh(#"cd "$M" && getfattr -n user.x f"#)
+            #expect(missing.status != .exited(0))
+            #expect(missing.output.contains("No such attribute"), "\(missing)")
+        }
+    }
+
+    @Test("df shows the ring's capacity")
+    func diskFree() throws {
+        try MountedRing.with(label: "df") { ring in
+            let output = try ring.ok(#"""
+                df -B1 --output=size,used,avail "$M" | tail -n 1 && stat -f -c '%b %S %l' "$M" && df -P "$M" | tail -n 1
+                """#)
+            let lines = Lines.of(output)
+            try #require(lines.count == 3, "unexpected df output: \(output)")
+            let numbers = lines[0].split(separator: " ").compactMap { UInt64($0) }
+            try #require(numbers.count == 3, "unexpected df line: \(lines[0])")
+            let (size, used, available) = (numbers[0], numbers[1], numbers[2])
+            #expect(size > 0)
+            #expect(available > 0 && available <= size && used <= size)
+            let statfs = lines[1].split(separator: " ")
+            #expect(statfs.count == 3 && UInt64(statfs[0]).map { $0 > 0 } == true)
+            #expect(statfs.count == 3 && statfs[2] == "255", "name length limit: \(lines[1])")
+            #expect(lines[2].hasPrefix("ouro@"), "file system name: \(lines[2])")
+        }
+    }
+}

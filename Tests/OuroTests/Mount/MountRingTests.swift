@@ -1,0 +1,173 @@
+import Foundation
+import Glibc
+import OuroClient
+import OuroCore
+import Testing
+
+/// The mount as part of the ring: two mounts through different nodes, nodes killed in the middle of a read, and
+/// what an unmount leaves behind.
+@Suite("Mount: ring behaviour")
+struct MountRingTests {
+    @Test("two mounts through different nodes see each other's writes after close")
+    func twoMounts() throws {
+        try MountedRing.with(mountOn: [0, 2], label: "twomounts") { ring in
+            // $M is through node 0, $M1 through node 2: two driver processes.
+            #expect(ring.mounts.count == 2 && ring.mounts[0].process.pid != ring.mounts[1].process.pid)
+            try ring.ok(#"printf 'from A\n' > "$M/shared.txt""#)
+            #expect(try ring.ok(#"cat "$M1/shared.txt""#) == "from A\n")
+
+            try ring.ok(#"mkdir "$M1/fromB" && printf 'from B' > "$M1/fromB/x""#)
+            #expect(try ring.ok(#"ls "$M" && cat "$M/fromB/x""#) == "fromB\nshared.txt\nfrom B")
+
+            // Close-to-open: B has the old version cached (attributes, pages); A replaces it; B's next open sees it.
+            #expect(try ring.ok(#"cat "$M1/shared.txt" && stat -c %s "$M1/shared.txt""#) == "from A\n7\n")
+            try ring.ok(#"printf 'a much longer second version from A\n' > "$M/shared.txt""#)
+            #expect(try ring.ok(#"cat "$M1/shared.txt""#) == "a much longer second version from A\n")
+            try ring.ok(#"printf 'short\n' > "$M/shared.txt""#)
+            #expect(try ring.ok(#"cat "$M1/shared.txt""#) == "short\n")
+
+            // A file spread over the whole ring, written in B, read in A.
+            let written = try ring.ok(#"head -c 7000000 /dev/urandom > "$W/r" && cp "$W/r" "$M1/r" && sha256sum < "$W/r""#)
+            #expect(try ring.ok(#"sha256sum < "$M/r""#) == written)
+
+            // Removal and rename in A show in B's listings.
+            try ring.ok(#"rm "$M/fromB/x" && mv "$M/r" "$M/renamed""#)
+            #expect(try ring.ok(#"ls -A "$M1/fromB" && ls "$M1""#) == "fromB\nrenamed\nshared.txt\n")
+        }
+    }
+
+    /// The first file chunk at or beyond `offset` whose primary holder is not `excluded` (the mount's own node,
+    /// which also answers its metadata), with that holder's ring index.
+    static func chunkHolder(in content: FileContent, atOrBeyond offset: UInt64, excluding excluded: Int,
+                            ring: MountedRing) -> (chunk: Int, node: Int)? {
+        for chunk in 0..<content.parts where content.layout.offset(ofChunk: chunk) >= offset {
+            guard let holder = content.chunks[chunk].holders.first, let node = ring.nodeIndex(of: holder),
+                  node != excluded else { continue }
+            return (chunk, node)
+        }
+        return nil
+    }
+
+    /// Starts a reader that opens `$M/victim.bin`, reads its first 8 MiB, then waits for `$W/go` before reading the
+    /// rest through the same descriptor into `$W/out`. Returns once the first part is read.
+    static func startPausedReader(_ ring: MountedRing) throws -> BackgroundShell {
+        let reader = try ring.spawn(#"""
+            exec 3< "$M/victim.bin" || exit 90
+            dd bs=1M count=8 iflag=fullblock <&3 > "$W/out" 2>/dev/null || exit 91
+            : > "$W/started"
+            while [ ! -e "$W/go" ]; do sleep 0.02; done
+            cat <&3 >> "$W/out"
+            """#)
+        let deadline = Deadline(seconds: 60)
+        while !FileManager.default.fileExists(atPath: ring.workDirectory + "/started") {
+            if let ended = reader.process.termination {
+                throw TestFailure("the reader \(ended) before it was paused:\n\(reader.output)\n\(ring.diagnostics())")
+            }
+            if deadline.passed {
+                ProcessTable.killTree(reader.process)
+                throw TestFailure("the reader did not read its first 8 MiB within 60 s\n\(ring.diagnostics())")
+            }
+            usleep(10_000)
+        }
+        return reader
+    }
+
+    static let victimBytes = 48 << 20
+
+    @Test("a node killed with SIGKILL during a read: the copies give the right bytes (3 nodes, --copies 2)")
+    func nodeKilledMidReadWithCopies() throws {
+        try MountedRing.with(nodes: 3, copies: 2, label: "kill2") { ring in
+            let expected = try ring.ok(#"head -c \#(Self.victimBytes) /dev/urandom > "$W/src" && cp "$W/src" "$M/victim.bin" && sha256sum < "$W/src""#)
+            let content = try ring.content(of: "victim.bin")
+            #expect(content.parts == 3 && content.chunks.allSatisfy { $0.holders.count == 2 }, "placement: \(content.chunks)")
+            // A chunk well past what the reader and the read-ahead have fetched when the node dies.
+            let target = try #require(Self.chunkHolder(in: content, atOrBeyond: 24 << 20, excluding: 0, ring: ring),
+                                      "no chunk beyond 24 MiB held by another node: \(content.chunks)")
+            let reader = try Self.startPausedReader(ring)
+            ring.ring.kill(target.node)
+            let killedAt = Deadline.now
+            try #require(FileManager.default.createFile(atPath: ring.workDirectory + "/go", contents: nil))
+            guard let ended = reader.process.wait(seconds: 90) else {
+                ProcessTable.killTree(reader.process)
+                Issue.record("the read did not finish within 90 s of killing node \(target.node)\n\(ring.diagnostics())")
+                return
+            }
+            #expect(ended == .exited(0), "reader: \(reader.output)\n\(ring.diagnostics())")
+            #expect(Deadline.now - killedAt < 60)
+            #expect(try ring.ok(#"wc -c < "$W/out" && sha256sum < "$W/out""#) == "\(Self.victimBytes)\n" + expected)
+            // A fresh open after the death reads the whole file from the copies too.
+            #expect(try ring.ok(#"sha256sum < "$M/victim.bin""#) == expected)
+        }
+    }
+
+    @Test("a node killed with SIGKILL during a read with --copies 1: EIO within a bounded time, no hang")
+    func nodeKilledMidReadWithoutCopies() throws {
+        try MountedRing.with(nodes: 3, copies: 1, label: "kill1") { ring in
+            try ring.ok(#"head -c \#(Self.victimBytes) /dev/urandom > "$W/src" && cp "$W/src" "$M/victim.bin""#)
+            let content = try ring.content(of: "victim.bin")
+            #expect(content.parts == 3 && content.chunks.allSatisfy { $0.holders.count == 1 }, "placement: \(content.chunks)")
+            let target = try #require(Self.chunkHolder(in: content, atOrBeyond: 24 << 20, excluding: 0, ring: ring),
+                                      "no chunk beyond 24 MiB held by another node: \(content.chunks)")
+            let reader = try Self.startPausedReader(ring)
+            ring.ring.kill(target.node)
+            let killedAt = Deadline.now
+            try #require(FileManager.default.createFile(atPath: ring.workDirectory + "/go", contents: nil))
+            guard let ended = reader.process.wait(seconds: 90) else {
+                ProcessTable.killTree(reader.process)
+                Issue.record("the read still hangs 90 s after node \(target.node) was killed\n\(ring.diagnostics())")
+                return
+            }
+            let seconds = Deadline.now - killedAt
+            #expect(ended != .exited(0), "the read succeeded without the only copy of chunk \(target.chunk + 1)")
+            #expect(reader.output.contains("Input/output error"), "reader: \(reader.output)")
+            #expect(seconds < 45, "the error took \(seconds) s")
+            // Whatever was delivered before the error is the file's true prefix: nothing made up.
+            let delivered = try ring.ok(#"wc -c < "$W/out""#)
+            let count = Int(delivered.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+            #expect(count >= 8 << 20 && count < Self.victimBytes, "delivered \(count) bytes")
+            if count > 0 {
+                #expect(try ring.sh(#"cmp -n \#(count) "$W/out" "$W/src""#).status == .exited(0))
+            }
+            // A fresh open fails the same way, in bounded time.
+            let again = try ring.sh(#"cat "$M/victim.bin" > /dev/null"#, timeoutSeconds: 90)
+            #expect(again.status != .exited(0) && again.output.contains("Input/output error"), "\(again)")
+            #expect(again.seconds < 45)
+        }
+    }
+
+    @Test("unmount leaves no process and no mount behind, and the files stay in the ring")
+    func unmountLeavesNothing() throws {
+        try MountedRing.with(label: "umount") { ring in
+            let mount = ring.mounts[0]
+            try ring.ok(#"mkdir "$M/kept" && head -c 3000000 /dev/urandom > "$M/kept/data" && sha256sum < "$M/kept/data" > "$W/sum""#)
+            let outcome = ring.unmount(mount, withOuro: true)
+            #expect(outcome.termination == .exited(0), "driver: \(outcome.log)")
+            #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+            #expect(!MountTable.isMounted(mount.mountpoint))
+            #expect(ProcessTable.processes(mentioning: [mount.mountpoint]).isEmpty)
+            // The mount point is a plain empty directory again, and the spool directory holds nothing.
+            #expect(try ring.ok(#"ls -A "$M" | wc -l"#) == "0\n")
+            let spools = (try? FileManager.default.contentsOfDirectory(atPath: mount.cacheDirectory)) ?? []
+            #expect(spools.isEmpty, "spool files left: \(spools)")
+            #expect(outcome.log.contains("unmounted"), "driver log: \(outcome.log)")
+
+            try ring.remount(mount, onNode: 2)
+            #expect(try ring.ok(#"sha256sum < "$M/kept/data""#) == ring.ok(#"cat "$W/sum""#))
+        }
+    }
+
+    @Test("a driver killed with SIGKILL leaves a stale mount that the next mount clears")
+    func killedDriverStaleMount() throws {
+        try MountedRing.with(label: "stale") { ring in
+            let mount = ring.mounts[0]
+            try ring.ok(#"printf 'survives the driver\n' > "$M/f""#)
+            #expect(ring.killDriver(mount) == .signaled(SIGKILL))
+            #expect(MountTable.isMounted(mount.mountpoint), "a killed driver's mount stays until detached")
+            let stale = try ring.sh(#"ls "$M""#, timeoutSeconds: 30)
+            #expect(stale.status != .exited(0) && stale.output.contains("Transport endpoint is not connected"), "\(stale)")
+
+            try ring.remount(mount)
+            #expect(try ring.ok(#"cat "$M/f" && grep -c " $M " /proc/self/mountinfo"#) == "survives the driver\n1\n")
+        }
+    }
+}
