@@ -39,7 +39,7 @@ let package = Package(
         ]),
         // The one executable users run.
         .executableTarget(name: "ouro", dependencies: [
-            "OuroCore", "OuroClient", "OuroNode", "OuroFS",
+            "OuroCore", "OuroClient", "OuroNode", "OuroFS", "COuroSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -118,13 +118,7 @@ public final class ContentReader: @unchecked Sendable {
         var lastError: Error = OuroError.unavailable("chunk \(chunk) has no holder")
         for holder in ordered {
             do {
-                var filled = 0
-                let delivered = try NodeClient(holder, pool: pool).readChunk(chunk, offset: slice.offsetInChunk,
-                                                                             lengthBytes: slice.lengthBytes) { bytes in
-                    guard filled + bytes.count <= target.count else { throw OuroError(.corrupt, "holder sent too many bytes") }
-                    (target.baseAddress! + filled).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-                    filled += bytes.count
-                }
+                let delivered = try NodeClient(holder, pool: pool).readChunk(chunk, offset: slice.offsetInChunk, into: target)
                 guard delivered == slice.lengthBytes else {
                     throw OuroError(.corrupt, "\(holder) has only part of \(chunk)")
                 }

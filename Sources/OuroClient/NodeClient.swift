@@ -188,6 +188,20 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// `CHUNK GET` straight into `target` (no intermediate buffer): `[offset, offset+target.count)` of a chunk.
+    /// Returns the bytes delivered (fewer only if the chunk is shorter).
+    public func readChunk(_ chunk: ChunkID, offset: UInt64, into target: UnsafeMutableRawBufferPointer) throws -> Int {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("CHUNK GET \(chunk.contentID) \(chunk.index) \(chunk.parts) \(offset) \(target.count)")
+            let line = try connection.readReply()
+            guard line.hasPrefix("DATA "), let length = Int(line.dropFirst(5)), length <= target.count else {
+                throw OuroError(.internal, "unexpected reply to CHUNK GET: \(line.prefix(80))")
+            }
+            try connection.reader.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: target[..<length]))
+            return length
+        }
+    }
+
     /// `CHUNK CHECK`: the length and CRC-32C of the node's stored copy.
     public func checkChunk(_ chunk: ChunkID) throws -> (lengthBytes: UInt64, crc32c: UInt32) {
         try pool.with(address, retry: true) { connection in

@@ -104,7 +104,14 @@ extension Node {
             reply.entries = try catalog.read { catalog in
                 let directory = try catalog.existing(request.inode)
                 guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
-                return catalog.entries(of: directory.id).map { FSReply.Entry(name: $0.name, stat: catalog.stat($0.inode)) }
+                // Attributes only: an entry's placement and attributes are fetched by GETATTR when it is opened,
+                // and leaving them out keeps a listing of thousands of files small and quick to decode.
+                return catalog.entries(of: directory.id).map { entry in
+                    var stat = catalog.stat(entry.inode)
+                    stat.inode.content?.chunks = []
+                    stat.inode.xattrs = [:]
+                    return FSReply.Entry(name: entry.name, stat: stat)
+                }
             }
         case "MKDIR", "MKNOD", "SYMLINK":
             let kind: InodeKind = operation == "MKDIR" ? .directory : operation == "SYMLINK" ? .symlink : (request.kind ?? .file)

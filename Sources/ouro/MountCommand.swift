@@ -32,6 +32,7 @@ struct MountCommand: ParsableCommand {
             print("mounted \(mountpoint) (driver pid \(child.pid), log \(child.logPath))")
             return
         }
+        limitMallocArenas()
         bootstrapLogging()
         let logger = Logger(label: "ouro.mount")
         let ring = RingClient(seed: options.node, logger: logger)

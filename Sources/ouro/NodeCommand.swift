@@ -21,6 +21,7 @@ struct NodeCommand: ParsableCommand {
 
     func run() throws {
         Signals.block()
+        limitMallocArenas()
         bootstrapLogging()
         guard copies >= 1, gossipInterval >= 10 else { throw fail("--copies must be ≥ 1 and --gossip-interval ≥ 10") }
         var configuration = NodeConfiguration(listen: listen, dataDirectory: FilePath(data))

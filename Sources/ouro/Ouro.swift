@@ -1,4 +1,5 @@
 import ArgumentParser
+import COuroSupport
 import Glibc
 import Logging
 import OuroClient
@@ -121,4 +122,10 @@ enum Signals {
         sigwait(&set, &received)
         return received
     }
+}
+
+/// glibc gives each thread that allocates its own malloc arena, and freed memory stays in them: with dozens of I/O
+/// threads that multiplies the resident size. Two arenas are plenty for a process that mostly moves bytes.
+func limitMallocArenas() {
+    ouro_limit_malloc_arenas(2)
 }

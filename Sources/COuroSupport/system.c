@@ -1,7 +1,12 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <malloc.h>
 #include "COuroSupport.h"
 
 int ouro_start_writeback(int fd, long long offset, long long len) {
     return sync_file_range(fd, offset, len, SYNC_FILE_RANGE_WRITE);
+}
+
+void ouro_limit_malloc_arenas(int arenas) {
+    mallopt(M_ARENA_MAX, arenas);
 }
