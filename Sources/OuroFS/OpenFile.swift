@@ -82,15 +82,7 @@ final class OpenFile: @unchecked Sendable {
             try ensureSpool(load: true)
             let end = offset + UInt64(data.count)
             try reserve(upTo: end)
-            var written = 0
-            while written < data.count {
-                let count = pwrite(spool, data.baseAddress! + written, data.count - written, off_t(offset) + off_t(written))
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    throw FileSystemError(errno)
-                }
-                written += count
-            }
+            try pwriteFully(spool, data, offset)
             sizeBytes = max(sizeBytes, end)
             dirty = true
             lastWriteNs = nowNanoseconds()
@@ -163,12 +155,7 @@ final class OpenFile: @unchecked Sendable {
             try reserve(upTo: content.sizeBytes)
             var offset: UInt64 = 0
             try ContentReader(content: content, pool: fileSystem.ring.pool).stream { bytes in
-                var written = 0
-                while written < bytes.count {
-                    let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset) + off_t(written))
-                    guard count >= 0 else { if errno == EINTR { continue }; throw FileSystemError(errno) }
-                    written += count
-                }
+                try pwriteFully(fd, bytes, offset)
                 offset += UInt64(bytes.count)
             }
             sizeBytes = content.sizeBytes
@@ -190,6 +177,19 @@ final class OpenFile: @unchecked Sendable {
         spool = -1
         fileSystem.releaseSpool(reservedBytes)
         reservedBytes = 0
+    }
+}
+
+/// Writes all of `bytes` at `offset`.
+func pwriteFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ offset: UInt64) throws {
+    var written = 0
+    while written < bytes.count {
+        let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset) + off_t(written))
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw FileSystemError(errno)
+        }
+        written += count
     }
 }
 

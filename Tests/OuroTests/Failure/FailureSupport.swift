@@ -347,24 +347,6 @@ enum ReplicaChecker {
     }
 }
 
-/// CRC-32C of a file (OuroCore's `CRC32C`), streamed.
-func crc32cOfFile(_ path: String) throws -> UInt32 {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw TestFailure("cannot open \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var crc = CRC32C()
-    var buffer = [UInt8](repeating: 0, count: 1 << 20)
-    try buffer.withUnsafeMutableBytes { raw in
-        while true {
-            let count = read(fd, raw.baseAddress, raw.count)
-            if count == 0 { break }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { throw TestFailure("reading \(path): \(String(cString: strerror(errno)))") }
-            crc.update(UnsafeRawBufferPointer(rebasing: raw[..<count]))
-        }
-    }
-    return crc.value
-}
 
 func fileSize(_ path: String) -> UInt64? {
     var info = Glibc.stat()
