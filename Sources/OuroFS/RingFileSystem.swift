@@ -14,7 +14,7 @@ public struct RingFileSystemOptions: Sendable {
     /// Pieces fetched ahead of a sequential reader.
     public var readAheadPieces = 4
     /// Read-ahead pieces in memory across the whole mount (the read cache's bound).
-    public var cachedPieces = 12
+    public var cachedPieces = 8
 
     public init(cacheDirectory: String, spoolLimitBytes: UInt64) {
         self.cacheDirectory = cacheDirectory
