@@ -9,7 +9,7 @@ int ouro_start_writeback(int fd, long long offset, long long len) {
 
 void ouro_limit_malloc_arenas(int arenas) {
     mallopt(M_ARENA_MAX, arenas);
-    /* A fixed threshold: big I/O buffers are always mapped, and unmapped when freed. (By default glibc raises the
+    /* A fixed threshold: only very large buffers are mapped, and unmapped when freed. (By default glibc raises the
        threshold after such a free, and later buffers of that size then stay in the heap for good.) */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 }

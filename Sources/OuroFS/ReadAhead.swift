@@ -2,41 +2,54 @@ import Glibc
 import OuroClient
 import OuroCore
 
-/// A count of read-ahead buffers that may exist at once across the whole mount: the bound on its memory.
+/// The read-ahead buffers of the whole mount: at most `pieces` of `pieceBytes` each, the bound on its memory.
+/// Buffers are reused rather than freed, so a piece costs no fresh pages (and no page faults) once warm.
 final class PieceBudget: @unchecked Sendable {
     private let lock = Lock()
-    private var available: Int
+    private var unallocated: Int
+    private var free: [UnsafeMutableRawBufferPointer] = []
+    let pieceBytes: Int
 
-    init(pieces: Int) { available = pieces }
+    init(pieces: Int, pieceBytes: Int) {
+        unallocated = pieces
+        self.pieceBytes = pieceBytes
+    }
 
-    func tryAcquire() -> Bool {
+    deinit { free.forEach { $0.deallocate() } }
+
+    /// A buffer of `pieceBytes`, or nil when all are in use.
+    func take() -> UnsafeMutableRawBufferPointer? {
         lock.withLock {
-            guard available > 0 else { return false }
-            available -= 1
-            return true
+            if let buffer = free.popLast() { return buffer }
+            guard unallocated > 0 else { return nil }
+            unallocated -= 1
+            return UnsafeMutableRawBufferPointer.allocate(byteCount: pieceBytes, alignment: 4096)
         }
     }
 
-    func release() { lock.withLock { available += 1 } }
+    func give(_ buffer: UnsafeMutableRawBufferPointer) { lock.withLock { free.append(buffer) } }
 }
 
 /// Sequential read-ahead for one open file: when reads follow each other, the next pieces of the file are fetched
 /// in the background (each from its chunk holders) so they are ready when the reader gets there. Random reads go
 /// straight to the holders. Pieces behind the reader are dropped.
 final class ReadAhead: @unchecked Sendable {
-    /// One piece of the file being fetched or fetched; its buffer counts against the budget until it is freed.
+    /// One piece of the file being fetched or fetched; its buffer goes back to the pool when the piece is dropped.
     final class Piece: @unchecked Sendable {
         let ready = Latch()
-        var bytes: [UInt8]
+        /// The piece's bytes: the start of a pooled buffer.
+        let bytes: UnsafeMutableRawBufferPointer
         var error: Error?
+        private let buffer: UnsafeMutableRawBufferPointer
         private let budget: PieceBudget
 
-        init(lengthBytes: Int, budget: PieceBudget) {
-            bytes = [UInt8](repeating: 0, count: lengthBytes)
+        init(lengthBytes: Int, buffer: UnsafeMutableRawBufferPointer, budget: PieceBudget) {
+            self.buffer = buffer
+            bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<lengthBytes])
             self.budget = budget
         }
 
-        deinit { budget.release() }
+        deinit { budget.give(buffer) }
     }
 
     private let reader: ContentReader
@@ -80,9 +93,7 @@ final class ReadAhead: @unchecked Sendable {
                     lock.withLock { if pieces[index] === piece { pieces[index] = nil } }
                     throw error
                 }
-                piece.bytes.withUnsafeBytes { raw in
-                    target.baseAddress!.copyMemory(from: raw.baseAddress! + Int(position - pieceStart), byteCount: take)
-                }
+                target.baseAddress!.copyMemory(from: piece.bytes.baseAddress! + Int(position - pieceStart), byteCount: take)
             } else {
                 guard try reader.read(offset: position, into: target) == take else {
                     throw OuroError(.corrupt, "short read")
@@ -98,9 +109,9 @@ final class ReadAhead: @unchecked Sendable {
         let lastPiece = Int((sizeBytes - 1) / pieceBytes)
         for index in first...min(last, lastPiece) {
             let piece: Piece? = lock.withLock {
-                guard pieces[index] == nil, budget.tryAcquire() else { return nil }
+                guard pieces[index] == nil, let buffer = budget.take() else { return nil }
                 let start = UInt64(index) * pieceBytes
-                let piece = Piece(lengthBytes: Int(min(pieceBytes, sizeBytes - start)), budget: budget)
+                let piece = Piece(lengthBytes: Int(min(pieceBytes, sizeBytes - start)), buffer: buffer, budget: budget)
                 pieces[index] = piece
                 return piece
             }
@@ -108,7 +119,7 @@ final class ReadAhead: @unchecked Sendable {
             let start = UInt64(index) * pieceBytes
             startThread(name: "readahead") { [reader] in
                 do {
-                    _ = try piece.bytes.withUnsafeMutableBytes { try reader.read(offset: start, into: $0) }
+                    _ = try reader.read(offset: start, into: piece.bytes)
                 } catch {
                     piece.error = error
                 }

@@ -41,7 +41,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         self.ring = ring
         self.options = options
         self.logger = logger
-        budget = PieceBudget(pieces: options.cachedPieces)
+        budget = PieceBudget(pieces: options.cachedPieces, pieceBytes: options.pieceBytes)
         guard Glibc.mkdir(options.cacheDirectory, 0o700) == 0 || errno == EEXIST else {
             throw FileSystemError(errno)
         }
