@@ -85,6 +85,14 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// `NODE USAGE`: the node's own disk (for `df` on a mount).
+    public func usage() throws -> RingUsage {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("NODE USAGE")
+            return try connection.readJSON(RingUsage.self)
+        }
+    }
+
     /// One metadata call (`FS <OP>`). Reads retry once on a stale pooled connection; mutations never do.
     public func fs(_ operation: String, _ request: FSRequest, idempotent: Bool = false) throws -> FSReply {
         try pool.with(address, retry: idempotent) { connection in

@@ -99,6 +99,7 @@ public enum Request: Sendable, Equatable {
     case nodeHeal
     case nodeJoin(NodeAddress)
     case nodeInfo
+    case nodeUsage
     case nodeLeave
     case netmapDiscover
     case netmapGet
@@ -145,6 +146,7 @@ public enum Request: Sendable, Equatable {
         case ("NODE", "HEAL"): try fields.end(); self = .nodeHeal
         case ("NODE", "JOIN"): self = .nodeJoin(try fields.address(last: true))
         case ("NODE", "INFO"): try fields.end(); self = .nodeInfo
+        case ("NODE", "USAGE"): try fields.end(); self = .nodeUsage
         case ("NODE", "LEAVE"): try fields.end(); self = .nodeLeave
         case ("NETMAP", "DISCOVER"): try fields.end(); self = .netmapDiscover
         case ("NETMAP", "GET"): try fields.end(); self = .netmapGet

@@ -159,13 +159,12 @@ extension Node {
         return reply
     }
 
-    /// The ring's disks added up (each node reports its own; unreachable nodes count as nothing).
+    /// The ring's disks added up (each node reports its own with the cheap `NODE USAGE`; unreachable nodes count
+    /// as nothing).
     func ringUsage() -> RingUsage {
         let peers = netmap.liveAddresses.filter { $0 != address }
-        let own = chunks.diskUsage()
-        let others = parallelMap(peers, width: 16) { [self] peer in try? NodeClient(peer, pool: pool).info().usage }
-        var usage = RingUsage(totalBytes: own.total, freeBytes: own.free, availableBytes: own.available,
-                              files: UInt64(catalog.read { $0.fileCount }))
+        let others = parallelMap(peers, width: 16) { [self] peer in try? NodeClient(peer, pool: pool).usage() }
+        var usage = diskUsage()
         for other in others.compactMap({ $0 }) {
             usage.totalBytes += other.totalBytes
             usage.freeBytes += other.freeBytes

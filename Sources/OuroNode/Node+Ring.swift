@@ -118,12 +118,16 @@ extension Node {
         return edges
     }
 
+    /// The disk holding this node's chunks, and the live inodes of the catalog (`NODE USAGE`, for `df`).
+    func diskUsage() -> RingUsage {
+        let disk = chunks.diskUsage()
+        return RingUsage(totalBytes: disk.total, freeBytes: disk.free, availableBytes: disk.available,
+                         files: UInt64(catalog.read { $0.fileCount }))
+    }
+
     func info() -> NodeInfo {
         let stored = (try? chunks.list()) ?? []
-        let disk = chunks.diskUsage()
-        return NodeInfo(address: address, next: next,
-                        usage: RingUsage(totalBytes: disk.total, freeBytes: disk.free, availableBytes: disk.available,
-                                         files: UInt64(catalog.read { $0.fileCount })),
+        return NodeInfo(address: address, next: next, usage: diskUsage(),
                         chunkFiles: stored.count, chunkBytes: stored.reduce(0) { $0 + $1.sizeBytes },
                         catalogRecords: catalog.recordCount, underReplicatedChunks: underReplicatedChunks(),
                         repair: repairStatus(), netmap: netmap)

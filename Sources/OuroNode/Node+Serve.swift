@@ -124,6 +124,8 @@ extension Node {
             return .close
         case .nodeInfo:
             try session.replyJSON(info())
+        case .nodeUsage:
+            try session.replyJSON(diskUsage())
         case .netmapDiscover:
             try discover()
             try session.reply("OK")

@@ -34,6 +34,7 @@ import Testing
         Accepted(line: "NODE HEAL", request: .nodeHeal),
         Accepted(line: "NODE JOIN 10.0.0.2:7000", request: .nodeJoin(address("10.0.0.2:7000"))),
         Accepted(line: "NODE INFO", request: .nodeInfo),
+        Accepted(line: "NODE USAGE", request: .nodeUsage),
         Accepted(line: "NODE LEAVE", request: .nodeLeave),
         Accepted(line: "NETMAP DISCOVER", request: .netmapDiscover),
         Accepted(line: "NETMAP GET", request: .netmapGet),
