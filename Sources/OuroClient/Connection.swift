@@ -42,6 +42,21 @@ public final class Connection: @unchecked Sendable {
         return try WireJSON.decode(type, from: reader.readBytes(length))
     }
 
+    /// Reads `OK <length>` and the `WireBinary` value that follows.
+    public func readBinary<T: BinaryCodable>(_ type: T.Type) throws -> T {
+        let line = try readReply()
+        guard line.hasPrefix("OK "), let length = Int(line.dropFirst(3)), length >= 0, length <= Limits.jsonPayloadBytes else {
+            throw OuroError(.internal, "unexpected reply from \(address): \(line.prefix(80))")
+        }
+        return try WireBinary.decode(type, from: reader.readBytes(length))
+    }
+
+    /// Sends a header and a `WireBinary` payload in one write: `<header> <length> BIN`.
+    public func sendBinary<T: BinaryCodable>(_ header: String, _ value: T) throws {
+        let body = WireBinary.encode(value)
+        try socket.write(Array("\(header) \(body.count) BIN\n".utf8) + body)
+    }
+
     /// Sends a header and a JSON payload.
     public func sendJSON<T: Encodable>(_ header: String, _ value: T) throws {
         let body = WireJSON.encode(value)

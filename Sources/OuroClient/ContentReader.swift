@@ -26,6 +26,14 @@ public final class ContentReader: @unchecked Sendable {
 
     /// Fills `buffer` with the file's bytes from `offset`; returns the count (short only at end of file).
     public func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if let inline = try content.checkedInlineBytes() {
+            guard offset < UInt64(inline.count), buffer.count > 0 else { return 0 }
+            let count = min(buffer.count, inline.count - Int(offset))
+            inline.withUnsafeBytes { bytes in
+                buffer.baseAddress!.copyMemory(from: bytes.baseAddress! + Int(offset), byteCount: count)
+            }
+            return count
+        }
         let slices = content.layout.slices(offset: offset, length: UInt64(buffer.count))
         if slices.count > 1 {
             // A range across chunks: fetch the pieces from their holders at the same time.
@@ -43,6 +51,10 @@ public final class ContentReader: @unchecked Sendable {
 
     /// Streams the whole file to `sink` in order, fetching up to `parallelism` pieces at once.
     public func stream(parallelism: Int = 4, pieceBytes: Int = 4 << 20, sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+        if let inline = try content.checkedInlineBytes() {
+            try inline.withUnsafeBytes { try sink($0) }
+            return
+        }
         let size = content.sizeBytes
         let pieces = Int((size + UInt64(pieceBytes) - 1) / UInt64(pieceBytes))
         guard pieces > 0 else { return }

@@ -96,8 +96,8 @@ public struct NodeClient: Sendable {
     /// One metadata call (`FS <OP>`). Reads retry once on a stale pooled connection; mutations never do.
     public func fs(_ operation: String, _ request: FSRequest, idempotent: Bool = false) throws -> FSReply {
         try pool.with(address, retry: idempotent) { connection in
-            try connection.sendJSON("FS \(operation)", request)
-            return try connection.readJSON(FSReply.self)
+            try connection.sendBinary("FS \(operation)", request)
+            return try connection.readBinary(FSReply.self)
         }
     }
 
@@ -167,8 +167,18 @@ public struct NodeClient: Sendable {
 
     /// `INODE WRITE`: replaces a file's content with the bytes of `file`; returns its new attributes.
     public func writeInode(_ inode: UInt64, file: Int32, sizeBytes: UInt64) throws -> InodeStat {
-        try upload(header: "INODE WRITE \(inode) \(sizeBytes)", file: file, sizeBytes: sizeBytes) { connection in
-            try connection.readJSON(InodeStat.self)
+        if sizeBytes <= UInt64(Limits.inlineContentBytes) {
+            // A small file (kept inline by the node): one write on a pooled connection.
+            var bytes = [UInt8](repeating: 0, count: Int(sizeBytes))
+            let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, 0) }
+            guard count == Int(sizeBytes) else { throw OuroError(.internal, "cannot read the \(sizeBytes) bytes to write") }
+            return try pool.with(address, retry: true) { connection in
+                try connection.socket.write(Array("INODE WRITE \(inode) \(sizeBytes) BIN\n".utf8) + bytes)
+                return try connection.readBinary(InodeStat.self)
+            }
+        }
+        return try upload(header: "INODE WRITE \(inode) \(sizeBytes) BIN", file: file, sizeBytes: sizeBytes) { connection in
+            try connection.readBinary(InodeStat.self)
         }
     }
 

@@ -42,6 +42,12 @@ public struct FileContent: Codable, Equatable, Sendable {
     public var start: NodeAddress
     public var copies: Int
     public var chunks: [ChunkPlacement]
+    /// A small file's bytes kept in the catalog itself, on every node, instead of in chunks (`chunks` is empty):
+    /// writing one is a single catalog commit. Only writes through the mount of at most
+    /// `Limits.inlineContentBytes` are stored so; `FILE PUSH` always lays chunks out as the protocol says.
+    public var inlineData: Data?
+    /// CRC-32C of `inlineData`, checked when a node loads its log and when a reader gets the bytes.
+    public var inlineCRC32C: UInt32?
 
     public init(id: ContentID, sizeBytes: UInt64, start: NodeAddress, copies: Int, chunks: [ChunkPlacement]) {
         self.id = id
@@ -49,6 +55,25 @@ public struct FileContent: Codable, Equatable, Sendable {
         self.start = start
         self.copies = copies
         self.chunks = chunks
+    }
+
+    /// A content stored inline in the catalog.
+    public init(id: ContentID, inline bytes: [UInt8], start: NodeAddress) {
+        self.init(id: id, sizeBytes: UInt64(bytes.count), start: start, copies: 0, chunks: [])
+        inlineData = Data(bytes)
+        inlineCRC32C = CRC32C.checksum(bytes)
+    }
+
+    public var isInline: Bool { inlineData != nil }
+
+    /// The inline bytes if they are intact.
+    public func checkedInlineBytes() throws(OuroError) -> [UInt8]? {
+        guard let inlineData else { return nil }
+        let bytes = [UInt8](inlineData)
+        guard UInt64(bytes.count) == sizeBytes, CRC32C.checksum(bytes) == inlineCRC32C else {
+            throw OuroError(.corrupt, "the inline bytes of content \(id) do not match their checksum")
+        }
+        return bytes
     }
 
     public var parts: Int { chunks.count }

@@ -22,6 +22,9 @@ public enum Limits {
     public static let connectTimeoutMilliseconds = 2000
     /// Connections served at once by one node; more are refused with `ERR UNAVAILABLE`.
     public static let maxConnections = 1024
+    /// Largest file written through the mount that is kept inline in the catalog rather than in chunks. Small
+    /// enough that a `CATALOG SYNC` batch of such records stays far below `jsonPayloadBytes`.
+    public static let inlineContentBytes = 8 * 1024
     /// Catalog records per `CATALOG SYNC` reply.
     public static let syncBatchRecords = 2000
 }

@@ -110,24 +110,25 @@ public enum Request: Sendable, Equatable {
     case fileList
     case fileStat(name: PathName)
     case fileDelete(name: PathName)
-    case inodeWrite(inode: UInt64, sizeBytes: UInt64)
+    /// `binary`: the reply is `BinaryCodable` rather than JSON (the mount's own calls; see `WireBinary`).
+    case inodeWrite(inode: UInt64, sizeBytes: UInt64, binary: Bool = false)
     case chunkRelay(RelayHeader)
     case chunkGet(ChunkID, offset: UInt64, lengthBytes: UInt64)
     case chunkPut(ChunkID, lengthBytes: UInt64, crc32c: UInt32)
     case chunkCheck(ChunkID)
     case catalogSync(incarnation: String, afterSequence: UInt64)
     case catalogApply(lengthBytes: Int)
-    case fs(operation: String, lengthBytes: Int)
+    case fs(operation: String, lengthBytes: Int, binary: Bool = false)
 
     /// Bytes that follow the header line, if the request carries a payload that is known from the header alone.
     /// (`CHUNK RELAY`'s payload length depends on the layout; see `RelayPlan`.)
     public var payloadBytes: UInt64 {
         switch self {
         case .filePush(let size, _): size
-        case .inodeWrite(_, let size): size
+        case .inodeWrite(_, let size, _): size
         case .chunkPut(_, let length, _): length
         case .catalogApply(let length): UInt64(length)
-        case .fs(_, let length): UInt64(length)
+        case .fs(_, let length, _): UInt64(length)
         default: 0
         }
     }
@@ -167,11 +168,12 @@ public enum Request: Sendable, Equatable {
         case ("FILE", "DELETE"): self = .fileDelete(name: try PathName(fields.rest()))
         case ("INODE", "WRITE"):
             let inode = try fields.number(UInt64.self, "inode")
-            let size = try fields.number(UInt64.self, "size", last: true)
+            let size = try fields.number(UInt64.self, "size")
+            let binary = try fields.binaryFlag()
             guard size <= maxFileSizeBytes else {
                 throw OuroError(.tooLarge, "file of \(size) bytes exceeds the limit of \(maxFileSizeBytes) bytes")
             }
-            self = .inodeWrite(inode: inode, sizeBytes: size)
+            self = .inodeWrite(inode: inode, sizeBytes: size, binary: binary)
         case ("CHUNK", "RELAY"):
             let content = try fields.contentID()
             let size = try fields.number(UInt64.self, "size")
@@ -205,7 +207,8 @@ public enum Request: Sendable, Equatable {
         case ("CATALOG", "APPLY"):
             self = .catalogApply(lengthBytes: try fields.jsonLength())
         case ("FS", let op?) where op.allSatisfy({ $0.isLetter }) && noun != nil:
-            self = .fs(operation: String(op), lengthBytes: try fields.jsonLength())
+            let length = try fields.jsonLength(last: false)
+            self = .fs(operation: String(op), lengthBytes: length, binary: try fields.binaryFlag())
         case (nil, _):
             throw .badRequest("empty request")
         default:
@@ -235,6 +238,14 @@ struct Fields {
         guard !remaining.isEmpty else { throw .badRequest("missing argument") }
         defer { remaining = "" }
         return remaining
+    }
+
+    /// An optional last word `BIN`: payload and reply in `WireBinary` instead of JSON.
+    mutating func binaryFlag() throws(OuroError) -> Bool {
+        guard let field = next() else { return false }
+        guard field == "BIN" else { throw .badRequest("unexpected arguments: \(field.prefix(64))") }
+        try end()
+        return true
     }
 
     func end() throws(OuroError) {
@@ -268,8 +279,8 @@ struct Fields {
         return try ChunkID(contentID: content, index: index, parts: parts)
     }
 
-    mutating func jsonLength() throws(OuroError) -> Int {
-        let length = try number(Int.self, "length", last: true)
+    mutating func jsonLength(last: Bool = true) throws(OuroError) -> Int {
+        let length = try number(Int.self, "length", last: last)
         guard length <= Limits.jsonPayloadBytes else { throw OuroError(.tooLarge, "payload of \(length) bytes exceeds \(Limits.jsonPayloadBytes)") }
         return length
     }

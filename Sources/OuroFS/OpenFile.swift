@@ -57,6 +57,9 @@ final class OpenFile: @unchecked Sendable {
             if spool >= 0 {
                 return nil
             }
+            if let content = stat.inode.content, content.isInline {
+                return nil  // a small file: its bytes came with its attributes
+            }
             if readAhead == nil, let content = stat.inode.content {
                 readAhead = ReadAhead(reader: ContentReader(content: content, pool: fileSystem.ring.pool),
                                       pieceBytes: fileSystem.options.pieceBytes, window: fileSystem.options.readAheadPieces,
@@ -69,6 +72,13 @@ final class OpenFile: @unchecked Sendable {
             do { return try source.read(offset: offset, into: buffer) } catch { throw FileSystemError(error) }
         }
         return try lock.withLock {
+            if spool < 0, let content = stat.inode.content, content.isInline {
+                do {
+                    return try ContentReader(content: content, pool: fileSystem.ring.pool).read(offset: offset, into: buffer)
+                } catch {
+                    throw FileSystemError(error)
+                }
+            }
             guard spool >= 0, offset < sizeBytes else { return 0 }
             let want = Int(min(UInt64(buffer.count), sizeBytes - offset))
             return try preadFully(spool, UnsafeMutableRawBufferPointer(rebasing: buffer[..<want]), offset)

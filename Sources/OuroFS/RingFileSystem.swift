@@ -190,7 +190,11 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     /// The shared open state of `inode`, created from fresh attributes (close-to-open: every open asks the ring).
     func openFile(inode: UInt64, fresh: Bool) throws -> OpenFile {
-        let current = try stat(inode)
+        try openFile(current: stat(inode))
+    }
+
+    func openFile(current: InodeStat) throws -> OpenFile {
+        let inode = current.inode.id
         guard current.inode.kind == .file else { throw FileSystemError(current.inode.kind == .directory ? EISDIR : EINVAL) }
         return lock.withLock {
             if let existing = openFiles[inode] {
@@ -238,9 +242,14 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, context: RequestContext) throws -> (FileAttributes, UInt64) {
-        let attributes = try mknod(parent: parent, name: name, mode: UInt32(S_IFREG) | (mode & 0o7777), rdev: 0, context: context)
-        let file = try openFile(inode: attributes.inode, fresh: true)
-        return (attributes, register(file))
+        try Self.checkName(name)
+        let reply = try fs("MKNOD") {
+            $0.parent = parent; $0.name = name; $0.kind = .file; $0.mode = mode & 0o7777
+            $0.uid = context.uid; $0.gid = context.gid
+        }
+        // The new inode's attributes came back with it: no second call to open it.
+        let file = try openFile(current: reply.stat!)
+        return (attributes(reply.stat!), register(file))
     }
 
     public func read(handle: UInt64, offset: UInt64, size: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {

@@ -5,7 +5,7 @@ import OuroCore
 import SystemPackage
 
 /// The node's durable catalog: the merged `Catalog` in memory, and an append-only log of the records that built it
-/// (`<data>/catalog.log`, one JSON record a line, fsynced per batch). Every applied record gets a local sequence
+/// (`<data>/catalog.log`, checksummed binary frames, fsynced per batch). Every applied record gets a local sequence
 /// number, so a peer can ask for "everything after N" (`CATALOG SYNC`).
 public final class CatalogStore: @unchecked Sendable {
     private struct LogEntry: Codable {
@@ -45,26 +45,27 @@ public final class CatalogStore: @unchecked Sendable {
         incarnation = ""
         log = FileDescriptor(rawValue: -1)
         var lines = 0
+        var legacy = false
         if let bytes = FileManagerLite.read(path) {
-            // Every record ends with a line break; bytes after the last one are a torn append (a crash mid-write,
-            // never acknowledged). Cut them off, or the next record would be glued to them and lost too.
-            let complete = bytes.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
-            if complete < bytes.count {
-                logger.warning("dropping a torn record at the end of the catalog log", metadata: ["bytes": "\(bytes.count - complete)"])
-                guard truncate(path.string, off_t(complete)) == 0 else {
-                    throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
+            legacy = bytes.first == UInt8(ascii: "{")
+            let entries = legacy ? try Self.readJSONLines(bytes, path: path, logger: logger)
+                                 : try Self.readFrames(bytes, path: path, logger: logger)
+            for entry in entries {
+                switch entry {
+                case .header(let value):
+                    if incarnation.isEmpty { incarnation = value }
+                case .record(let record):
+                    if let content = record.inode?.content, content.isInline, (try? content.checkedInlineBytes()) == nil {
+                        // Rot in the log: leave the record out; a peer hands the intact one back at the next sync.
+                        logger.error("dropping a catalog record whose inline bytes are damaged", metadata: ["inode": "\(record.inode!.id)"])
+                        continue
+                    }
+                    lines += 1
+                    replay(record)
                 }
-            }
-            for line in bytes[..<complete].split(separator: 0x0A) {
-                if incarnation.isEmpty, let header = try? WireJSON.decode(LogHeader.self, from: Array(line)) {
-                    incarnation = header.incarnation
-                    continue
-                }
-                guard let entry = try? WireJSON.decode(LogEntry.self, from: Array(line)) else { continue }
-                lines += 1
-                replay(entry.record)
             }
         }
+        if legacy { incarnation = "" }  // rewritten in the binary format below
         if incarnation.isEmpty || lines > 2 * latest.count + 1000 {
             try rewrite()
         } else {
@@ -74,6 +75,81 @@ public final class CatalogStore: @unchecked Sendable {
     }
 
     deinit { try? log.close() }
+
+    private enum LoadedEntry {
+        case header(String)
+        case record(CatalogRecord)
+    }
+
+    private static let magic = Array("OUROCAT2".utf8)
+
+    /// The log: `OUROCAT2`, then frames of `u32 length, u32 CRC-32C, payload`; the first payload is the header
+    /// (tag 0, incarnation), every other one a record (tag 1, sequence, `CatalogRecord`). A frame that runs past the
+    /// end is a torn append (a crash mid-write, never acknowledged): it is cut off, or the next append would be
+    /// glued to it. A frame whose checksum fails is rot: skipped (the peers hold the record too).
+    private static func readFrames(_ bytes: [UInt8], path: FilePath, logger: Logger) throws -> [LoadedEntry] {
+        guard bytes.count >= magic.count, Array(bytes[..<magic.count]) == magic else {
+            logger.error("the catalog log has no known header; starting from the peers' copies", metadata: ["path": "\(path)"])
+            return []
+        }
+        var entries: [LoadedEntry] = []
+        var offset = magic.count
+        while offset < bytes.count {
+            var header = BinaryReader(Array(bytes[offset..<min(bytes.count, offset + 8)]))
+            guard let length = try? header.u32(), let crc = try? header.u32(), Int(length) <= bytes.count - offset - 8 else {
+                logger.warning("dropping a torn record at the end of the catalog log", metadata: ["bytes": "\(bytes.count - offset)"])
+                guard truncate(path.string, off_t(offset)) == 0 else {
+                    throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
+                }
+                break
+            }
+            let payload = Array(bytes[(offset + 8)..<(offset + 8 + Int(length))])
+            offset += 8 + Int(length)
+            guard CRC32C.checksum(payload) == crc else {
+                logger.error("skipping a damaged record in the catalog log", metadata: ["offset": "\(offset)"])
+                continue
+            }
+            var reader = BinaryReader(payload)
+            switch try? reader.u8() {
+            case 0: if let incarnation = try? reader.string() { entries.append(.header(incarnation)) }
+            case 1:
+                if (try? reader.u64()) != nil, let record = try? reader.value(CatalogRecord.self) { entries.append(.record(record)) }
+            default: continue
+            }
+        }
+        return entries
+    }
+
+    /// The first format (one JSON record a line), read once and then rewritten as frames.
+    private static func readJSONLines(_ bytes: [UInt8], path: FilePath, logger: Logger) throws -> [LoadedEntry] {
+        let complete = bytes.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
+        var entries: [LoadedEntry] = []
+        for line in bytes[..<complete].split(separator: 0x0A) {
+            if let header = try? WireJSON.decode(LogHeader.self, from: Array(line)) {
+                entries.append(.header(header.incarnation))
+            } else if let entry = try? WireJSON.decode(LogEntry.self, from: Array(line)) {
+                entries.append(.record(entry.record))
+            }
+        }
+        return entries
+    }
+
+    private static func frame(_ write: (inout BinaryWriter) -> Void) -> [UInt8] {
+        var payload = BinaryWriter()
+        write(&payload)
+        var frame = BinaryWriter(capacity: payload.bytes.count + 8)
+        frame.u32(UInt32(payload.bytes.count))
+        frame.u32(CRC32C.checksum(payload.bytes))
+        return frame.bytes + payload.bytes
+    }
+
+    private static func frame(_ entry: LogEntry) -> [UInt8] {
+        frame { writer in
+            writer.u8(1)
+            writer.u64(entry.seq)
+            writer.value(entry.record)
+        }
+    }
 
     private func replay(_ record: CatalogRecord) {
         guard catalog.apply(record) else { return }
@@ -100,9 +176,12 @@ public final class CatalogStore: @unchecked Sendable {
     /// Writes a compact log (the latest record of each key) under a new incarnation.
     private func rewrite() throws {
         incarnation = ContentID.random().hex
-        var bytes = WireJSON.encode(LogHeader(incarnation: incarnation)) + [0x0A]
+        var bytes = Self.magic + Self.frame { writer in
+            writer.u8(0)
+            writer.string(incarnation)
+        }
         for entry in latest.values.sorted(by: { $0.seq < $1.seq }) {
-            bytes += WireJSON.encode(entry) + [0x0A]
+            bytes += Self.frame(entry)
         }
         try FileManagerLite.writeAtomically(path, bytes)
         if log.rawValue >= 0 { try? log.close() }
@@ -126,17 +205,29 @@ public final class CatalogStore: @unchecked Sendable {
         try lock.withLock { try applyLocked(records) }
     }
 
-    /// Plans a change against the current catalog with a fresh version, applies it and makes it durable.
+    /// Plans a change against the current catalog with a fresh version, applies it and appends it to the log.
+    /// It is durable only after `syncLog()`: the caller overlaps that fsync with sending the change to its peers.
     public func mutate(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (Catalog.Change, InodeStat?) {
         try lock.withLock {
             let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
-            _ = try applyLocked(change.records)
+            _ = try applyLocked(change.records, sync: false)
             let stat = change.resultInode.flatMap { catalog.inode($0) }.map { catalog.stat($0) }
             return (change, stat)
         }
     }
 
-    private func applyLocked(_ records: [CatalogRecord]) throws -> [CatalogRecord] {
+    /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
+    public func syncLog() throws {
+        let log = lock.withLock { self.log }
+        do {
+            try log.sync()
+        } catch let error as Errno {
+            logger.critical("catalog log sync failed", metadata: ["error": "\(error)"])
+            throw ChunkStore.wireError(error, "writing the catalog log")
+        }
+    }
+
+    private func applyLocked(_ records: [CatalogRecord], sync: Bool = true) throws -> [CatalogRecord] {
         var applied: [CatalogRecord] = []
         var bytes: [UInt8] = []
         for record in records where catalog.apply(record) {
@@ -144,13 +235,13 @@ public final class CatalogStore: @unchecked Sendable {
             clock = max(clock, record.version.clock)
             let entry = LogEntry(seq: sequence, record: record)
             remember(entry)
-            bytes += WireJSON.encode(entry) + [0x0A]
+            bytes += Self.frame(entry)
             applied.append(record)
         }
         guard !bytes.isEmpty else { return [] }
         do {
             _ = try bytes.withUnsafeBytes { try log.writeAll($0) }
-            try log.sync()
+            if sync { try log.sync() }
         } catch let error as Errno {
             // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge.
             logger.critical("catalog log write failed", metadata: ["error": "\(error)"])

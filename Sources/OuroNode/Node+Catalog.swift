@@ -4,37 +4,102 @@ import OuroClient
 import OuroCore
 
 /// One `CATALOG SYNC` answer.
-struct SyncBatch: Codable {
+struct SyncBatch: BinaryCodable {
     var incarnation: String
     var last: UInt64
     var more: Bool
     var records: [CatalogRecord]
+
+    init(incarnation: String, last: UInt64, more: Bool, records: [CatalogRecord]) {
+        self.incarnation = incarnation
+        self.last = last
+        self.more = more
+        self.records = records
+    }
+
+    func encode(to writer: inout BinaryWriter) {
+        writer.string(incarnation)
+        writer.u64(last)
+        writer.bool(more)
+        writer.value(records)
+    }
+
+    init(from reader: inout BinaryReader) throws(OuroError) {
+        self.init(incarnation: try reader.string(), last: try reader.u64(), more: try reader.bool(), records: try reader.value())
+    }
 }
 
 extension Node {
     /// Applies a change here (durably), then sends its records to every other live node and waits for them, so a
     /// client that reads from any node afterwards sees it (close-to-open). A node that misses it catches up by sync.
+    /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two.
     @discardableResult
     func commitAndBroadcast(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
         let (change, stat) = try catalog.mutate(plan)
-        broadcast(change.records)
+        let pending = sendToPeers(change.records)
+        try catalog.syncLog()
+        awaitPeers(pending)
         return stat
     }
 
     func broadcast(_ records: [CatalogRecord]) {
-        guard !records.isEmpty else { return }
-        let peers = netmap.liveAddresses.filter { $0 != address }
-        _ = parallelMap(peers, width: 16) { [self] peer in
+        awaitPeers(sendToPeers(records))
+    }
+
+    /// One `CATALOG APPLY` in flight to a peer.
+    struct PendingApply {
+        var peer: NodeAddress
+        var connection: Connection?
+        var header: String
+        var body: [UInt8]
+    }
+
+    /// Sends `records` to every other live node without waiting for the answers (no thread per peer).
+    func sendToPeers(_ records: [CatalogRecord]) -> [PendingApply] {
+        guard !records.isEmpty else { return [] }
+        let body = WireBinary.encode(records)
+        let header = "CATALOG APPLY \(body.count)"
+        return netmap.liveAddresses.filter { $0 != address }.map { peer in
+            var pending = PendingApply(peer: peer, connection: nil, header: header, body: body)
+            pending.connection = try? send(pending, on: pool.take(peer))
+            return pending
+        }
+    }
+
+    private func send(_ pending: PendingApply, on connection: Connection) throws -> Connection {
+        do {
+            try connection.send(pending.header)
+            try connection.socket.write(pending.body)
+            return connection
+        } catch {
+            connection.socket.abort()
+            throw error
+        }
+    }
+
+    /// Collects the peers' answers. Merging is idempotent, so a stale pooled connection (the peer restarted) is
+    /// simply retried on a fresh one; a peer that stays unreachable catches up by sync later.
+    func awaitPeers(_ pending: [PendingApply]) {
+        for item in pending {
             do {
-                // Merging is idempotent, so a stale pooled connection (the peer restarted) is simply retried.
-                try pool.with(peer, retry: true) { connection in
-                    try connection.sendJSON("CATALOG APPLY", records)
-                    try connection.expectOK()
+                if let connection = item.connection {
+                    do {
+                        try connection.expectOK()
+                        pool.give(connection)
+                        continue
+                    } catch let error as OuroError where error.code != .unavailable {
+                        throw error
+                    } catch {
+                        connection.socket.abort()
+                    }
                 }
+                let fresh = try send(item, on: Connection(to: item.peer))
+                try fresh.expectOK()
+                pool.give(fresh)
             } catch {
-                pool.forget(peer)
+                pool.forget(item.peer)
                 logger.warning("catalog update not delivered; the peer will catch up by sync",
-                               metadata: ["peer": "\(peer)", "error": "\(error)"])
+                               metadata: ["peer": "\(item.peer)", "error": "\(error)"])
             }
         }
     }
@@ -54,7 +119,7 @@ extension Node {
             while true {
                 let batch: SyncBatch = try pool.with(peer, retry: true) { connection in
                     try connection.send("CATALOG SYNC \(incarnation) \(after)")
-                    return try connection.readJSON(SyncBatch.self)
+                    return try connection.readBinary(SyncBatch.self)
                 }
                 let applied = try catalog.merge(batch.records)
                 if !applied.isEmpty {
@@ -89,7 +154,9 @@ extension Node {
                 guard let inode = catalog.lookup(parent: request.parent ?? 0, name: name) else {
                     throw OuroError.notFound("\(name) not found")
                 }
-                return catalog.stat(inode)
+                var stat = catalog.stat(inode)
+                stat.inode.content?.inlineData = nil  // attributes only; GETATTR on open brings the bytes
+                return stat
             }
         case "GETATTR":
             reply.stat = try stat(request.inode)
@@ -109,6 +176,7 @@ extension Node {
                 return catalog.entries(of: directory.id).map { entry in
                     var stat = catalog.stat(entry.inode)
                     stat.inode.content?.chunks = []
+                    stat.inode.content?.inlineData = nil
                     stat.inode.xattrs = [:]
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }

@@ -41,6 +41,11 @@ extension Node: LocalChunkSource {
         defer { try? fd.close() }
         let size = chunks.sizeBytes(of: chunk) ?? 0
         let length = offset >= size ? 0 : min(lengthBytes, size - offset)
+        if length < UInt64(Limits.streamBufferBytes) {
+            // A small range (a random read through the mount): the file is opened afresh for each request, so the
+            // kernel would start a full read-ahead window every time and read far more of the disk than asked.
+            _ = posix_fadvise(fd.rawValue, off_t(offset), off_t(length), POSIX_FADV_RANDOM)
+        }
         try session.reply("DATA \(length)")
         // sendfile: the bytes go from the page cache to the socket without a copy through this process.
         var position = off_t(offset)

@@ -21,6 +21,12 @@ final class ClientSession {
 
     func reply(_ line: String) throws { try socket.write(line + "\n") }
 
+    func replyBinary<T: BinaryCodable>(_ value: T) throws {
+        let body = WireBinary.encode(value)
+        try socket.write("OK \(body.count)\n")
+        try socket.write(body)
+    }
+
     func replyJSON<T: Encodable>(_ value: T) throws {
         let body = WireJSON.encode(value)
         try socket.write("OK \(body.count)\n")
@@ -150,8 +156,10 @@ extension Node {
                 throw error
             }
             try session.reply("FILE \(size) bytes split into \(content.parts) chunks and distributed\nOK")
-        case .inodeWrite(let inode, let size):
-            let content = try receivePush(session.reader, sizeBytes: size)
+        case .inodeWrite(let inode, let size, let binary):
+            let content = size <= UInt64(Limits.inlineContentBytes)
+                ? FileContent(id: .random(), inline: try session.reader.readBytes(Int(size)), start: address)
+                : try receivePush(session.reader, sizeBytes: size)
             let stat: InodeStat?
             do {
                 stat = try commitAndBroadcast { catalog, version, now in
@@ -161,7 +169,7 @@ extension Node {
                 discardContent(content)
                 throw error
             }
-            try session.replyJSON(stat)
+            if binary, let stat { try session.replyBinary(stat) } else { try session.replyJSON(stat) }
         case .filePull(let name):
             try sendFile(name, session)
             return .close
@@ -187,20 +195,24 @@ extension Node {
             let (length, crc) = try chunks.check(chunk)
             try session.reply("OK \(length) \(crc)")
         case .catalogSync(let incarnation, let after):
-            try session.replyJSON(syncBatch(incarnation: incarnation, after: after))
+            try session.replyBinary(syncBatch(incarnation: incarnation, after: after))
         case .catalogApply(let length):
             let payload = try session.reader.readBytes(length)
             // The payload is consumed: from here on an error is answered and the connection carries on.
             do {
-                try catalog.merge(WireJSON.decode([CatalogRecord].self, from: payload))
+                try catalog.merge(WireBinary.decode([CatalogRecord].self, from: payload))
                 try session.reply("OK")
             } catch let error as OuroError {
                 try session.reply(error.line)
             }
-        case .fs(let operation, let length):
+        case .fs(let operation, let length, let binary):
             let payload = try session.reader.readBytes(length)
             do {
-                try session.replyJSON(metadata(operation, WireJSON.decode(FSRequest.self, from: payload)))
+                if binary {
+                    try session.replyBinary(metadata(operation, WireBinary.decode(FSRequest.self, from: payload)))
+                } else {
+                    try session.replyJSON(metadata(operation, WireJSON.decode(FSRequest.self, from: payload)))
+                }
             } catch let error as OuroError {
                 try session.reply(error.line)
             }

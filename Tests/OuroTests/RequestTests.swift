@@ -72,6 +72,8 @@ import Testing
         Accepted(line: "CATALOG APPLY 123", request: .catalogApply(lengthBytes: 123), payloadBytes: 123),
         Accepted(line: "FS LOOKUP 57", request: .fs(operation: "LOOKUP", lengthBytes: 57), payloadBytes: 57),
         Accepted(line: "FS RENAME 0", request: .fs(operation: "RENAME", lengthBytes: 0)),
+        Accepted(line: "FS GETATTR 9 BIN", request: .fs(operation: "GETATTR", lengthBytes: 9, binary: true), payloadBytes: 9),
+        Accepted(line: "INODE WRITE 42 100 BIN", request: .inodeWrite(inode: 42, sizeBytes: 100, binary: true), payloadBytes: 100),
     ]
 
     @Test(arguments: accepted)
@@ -187,6 +189,8 @@ import Testing
         Refused(line: "CATALOG APPLY", reply: "ERR BAD_REQUEST missing length"),
         Refused(line: "CATALOG APPLY 67108865", reply: "ERR TOO_LARGE payload of 67108865 bytes exceeds 67108864"),
         Refused(line: "FS LOOKUP", reply: "ERR BAD_REQUEST missing length"),
+        Refused(line: "FS LOOKUP 5 XML", reply: "ERR BAD_REQUEST unexpected arguments: XML"),
+        Refused(line: "FS LOOKUP 5 BIN BIN", reply: "ERR BAD_REQUEST unexpected arguments: BIN"),
         Refused(line: "FS LOOKUP 67108865", reply: "ERR TOO_LARGE payload of 67108865 bytes exceeds 67108864"),
         Refused(line: "FILE PULL " + String(repeating: "a", count: 8200), reply: "ERR TOO_LARGE header line too long"),
     ]

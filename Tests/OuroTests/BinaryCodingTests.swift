@@ -1,0 +1,73 @@
+import Foundation
+import OuroCore
+import Testing
+
+/// The binary encoding of catalog records and metadata calls: every field survives a round trip, and damaged input
+/// is an error, never a crash or a huge allocation.
+@Suite struct BinaryCodingTests {
+    static let holders = [NodeAddress(host: "127.0.0.1", port: 7000), NodeAddress(host: "::1", port: 7001)]
+
+    static var fullInode: Inode {
+        var inode = Inode(id: 0xDEAD_BEEF_0000_0001, version: Version(clock: 1_795_000_000_000_000_001, origin: "10.0.0.7:7002"),
+                          kind: .file, permissions: 0o4755, uid: 1000, gid: 100, rdev: 7, timeNs: -5)
+        inode.mtimeNs = 1_700_000_000_123_456_789
+        inode.atimeNs = 42
+        inode.content = FileContent(id: ContentID.random(), sizeBytes: 10, start: holders[0], copies: 2,
+                                    chunks: [ChunkPlacement(lengthBytes: 4, crc32c: 0xFFFF_FFFF, holders: holders),
+                                             ChunkPlacement(lengthBytes: 3, crc32c: 1, holders: [holders[1]]),
+                                             ChunkPlacement(lengthBytes: 3, crc32c: 0, holders: [])])
+        inode.xattrs = ["user.a": Data([0, 1, 2]), "user.ü name": Data(), "trusted.x": Data(repeating: 9, count: 300)]
+        return inode
+    }
+
+    @Test func catalogRecordsRoundTrip() throws {
+        var symlink = Inode(id: 5, version: Version(clock: 9, origin: ""), kind: .symlink, permissions: 0o777, uid: 0, gid: 0, timeNs: 1)
+        symlink.symlinkTarget = "../a b/ü"
+        symlink.deleted = true
+        let small = FileContent(id: ContentID.random(), inline: Array("hello, inline".utf8), start: Self.holders[1])
+        var inlined = Self.fullInode
+        inlined.content = small
+        let records = [
+            CatalogRecord(Self.fullInode), CatalogRecord(symlink), CatalogRecord(inlined),
+            CatalogRecord(Dirent(parent: 1, name: "a file name with spaces ✓", version: Version(clock: 3, origin: "n"), inode: 77)),
+            CatalogRecord(Dirent(parent: 1, name: "gone", version: Version(clock: 4, origin: "n"), inode: nil)),
+            CatalogRecord(PlacementRecord(content: ContentID.random(), chunk: 2, holders: Self.holders, version: Version(clock: 5, origin: "m"))),
+        ]
+        let decoded = try WireBinary.decode([CatalogRecord].self, from: WireBinary.encode(records))
+        #expect(decoded == records)
+        #expect(try decoded[2].inode?.content?.checkedInlineBytes() == Array("hello, inline".utf8))
+    }
+
+    @Test func metadataCallsRoundTrip() throws {
+        var request = FSRequest()
+        request.parent = 1
+        request.name = "x"
+        request.kind = .blockDevice
+        request.mtimeNs = -1
+        request.xattrValue = Data([1, 2, 3])
+        #expect(try WireBinary.decode(FSRequest.self, from: WireBinary.encode(request)) == request)
+        #expect(try WireBinary.decode(FSRequest.self, from: WireBinary.encode(FSRequest())) == FSRequest())
+
+        var reply = FSReply()
+        reply.stat = InodeStat(inode: Self.fullInode, linkCount: 3)
+        reply.entries = [.init(name: "a", stat: InodeStat(inode: Self.fullInode, linkCount: 1))]
+        reply.xattrNames = ["user.a", "user.b"]
+        reply.usage = RingUsage(totalBytes: 1 << 40, freeBytes: 2, availableBytes: 1, files: 9)
+        #expect(try WireBinary.decode(FSReply.self, from: WireBinary.encode(reply)) == reply)
+    }
+
+    @Test func damagedInputIsAnError() throws {
+        let bytes = WireBinary.encode([CatalogRecord(Self.fullInode)])
+        // Every truncation fails cleanly.
+        for length in 0..<bytes.count {
+            #expect(throws: OuroError.self) { try WireBinary.decode([CatalogRecord].self, from: Array(bytes[..<length])) }
+        }
+        #expect(throws: OuroError.self) { try WireBinary.decode([CatalogRecord].self, from: bytes + [0]) }
+        // A count of four billion elements in a short payload is refused, not allocated.
+        #expect(throws: OuroError.self) { try WireBinary.decode([CatalogRecord].self, from: [0xFF, 0xFF, 0xFF, 0xFF, 1]) }
+        // Inline bytes that do not match their checksum are reported as corrupt.
+        var content = FileContent(id: ContentID.random(), inline: [1, 2, 3], start: Self.holders[0])
+        content.inlineData = Data([1, 2, 4])
+        #expect(throws: OuroError.self) { try content.checkedInlineBytes() }
+    }
+}
