@@ -146,6 +146,48 @@ extension FailureTests {
         }
     }
 
+    @Test("4d. small files written through a mount (kept inline in the catalog) survive every node killed with SIGKILL")
+    func inlineFilesSurviveWholeRingKill() throws {
+        try MountedRing.with(nodes: 3, copies: 2, mountOn: [0], label: "fault-inline") { mounted in
+            let ring = mounted.ring
+            let sizes = [0, 1, 100, 4095, 4096, 8191, 8192, 8193, 70_000]
+            let writes = sizes.map { #"head -c \#($0) /dev/urandom > "$W/f-\#($0)" && cp "$W/f-\#($0)" "$M/small/f-\#($0)""# }
+            try mounted.ok(#"mkdir "$M/small" && "# + writes.joined(separator: " && "))
+            // Also one rewritten in place: the later, shorter content wins.
+            try mounted.ok(#"head -c 5000 /dev/urandom > "$W/f-re" && cp "$W/f-re" "$M/small/f-re" && head -c 77 "$W/f-re" > "$W/f-re2" && cp "$W/f-re2" "$M/small/f-re" && cp "$W/f-re2" "$W/f-re""#)
+            for size in sizes {
+                let stat = try Wire.stat(ring.address(1), name: "small/f-\(size)")
+                #expect(stat.inode.sizeBytes == UInt64(size))
+                if size > 0 {
+                    #expect(stat.inode.content?.isInline == (size <= Limits.inlineContentBytes), "f-\(size): \(String(describing: stat.inode.content))")
+                }
+            }
+            for node in 0..<3 { ring.members[node].process?.send(SIGKILL) }
+            for node in 0..<3 { ring.kill(node) }
+            for node in 0..<3 { try ring.start(node) }
+            try ring.waitForNetmap(ring.expectedNetmap(dead: []), timeoutSeconds: 20)
+            let names = sizes.map { "f-\($0)" } + ["f-re"]
+            let compare = names.map { #"cmp "$W/\#($0)" "$M/small/\#($0)""# }.joined(separator: " && ")
+            var last: ShellResult?
+            do {
+                try waitUntil("the mount to read every small file again", timeoutSeconds: 30, intervalSeconds: 0.5,
+                              describe: { "\(last.map { "\($0)" } ?? "")" }) {
+                    last = try mounted.sh(compare, timeoutSeconds: 60)
+                    return last?.status == .exited(0)
+                }
+            } catch {
+                Issue.record("\(error)\n\(mounted.diagnostics())")
+            }
+            // Every node has the bytes (the catalog is on all of them): FILE PULL from each.
+            for node in 0..<3 {
+                for name in names {
+                    let expected = try #require(readLocalFile(mounted.workDirectory + "/" + name))
+                    expectBytes(try Wire.pull(ring.address(node), name: "small/" + name), expected, "\(name) from node \(node)")
+                }
+            }
+        }
+    }
+
     @Test("4c. every node killed under a mount: operations fail within a bounded time; the ring restarted, the mount works again")
     func allNodesGoneUnderMount() throws {
         try MountedRing.with(nodes: 3, copies: 2, mountOn: [0], label: "fault-allgone") { mounted in
