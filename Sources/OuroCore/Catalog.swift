@@ -7,6 +7,10 @@ public struct Catalog: Sendable {
     private var children: [UInt64: [String: UInt64]] = [:]
     /// Live names per inode (hard links).
     private var names: [UInt64: Int] = [:]
+    /// The directories whose live entries name each inode (kept so a directory's link count needs no scan).
+    private var parents: [UInt64: [UInt64]] = [:]
+    /// Live subdirectories per directory: `st_nlink` is 2 + this, asked on every stat of the directory.
+    private var subdirectories: [UInt64: Int] = [:]
     /// Which inode holds each content (to check a chunk against its recorded checksum).
     private var contentOwners: [ContentID: UInt64] = [:]
     /// Chunk placements changed after their push, by content.
@@ -26,7 +30,12 @@ public struct Catalog: Sendable {
             let current = inodes[inode.id]
             if let current, current.version >= inode.version { return false }
             if let old = current?.content?.id { contentOwners[old] = nil }
+            let wasDirectory = isLiveDirectory(inode.id)
             inodes[inode.id] = inode
+            let isDirectory = isLiveDirectory(inode.id)
+            if wasDirectory != isDirectory {
+                for parent in parents[inode.id] ?? [] { subdirectories[parent, default: 0] += isDirectory ? 1 : -1 }
+            }
             if let new = inode.content?.id, !inode.deleted { contentOwners[new] = inode.id }
             return true
         }
@@ -37,13 +46,23 @@ public struct Catalog: Sendable {
         if let old = previous?.inode {
             children[key.parent]?[key.name] = nil
             names[old, default: 1] -= 1
+            if let index = parents[old]?.firstIndex(of: key.parent) { parents[old]!.remove(at: index) }
+            if parents[old]?.isEmpty == true { parents[old] = nil }
+            if isLiveDirectory(old) { subdirectories[key.parent, default: 0] -= 1 }
         }
         dirents[key] = dirent
         if let new = dirent.inode {
             children[key.parent, default: [:]][key.name] = new
             names[new, default: 0] += 1
+            parents[new, default: []].append(key.parent)
+            if isLiveDirectory(new) { subdirectories[key.parent, default: 0] += 1 }
         }
         return true
+    }
+
+    private func isLiveDirectory(_ id: UInt64) -> Bool {
+        guard let inode = inodes[id] else { return false }
+        return inode.kind == .directory && !inode.deleted
     }
 
     public func inode(_ id: UInt64) -> Inode? {
@@ -82,10 +101,7 @@ public struct Catalog: Sendable {
 
     /// `st_nlink`: names for a file; 2 + subdirectories for a directory.
     public func linkCount(of inode: Inode) -> Int {
-        if inode.kind == .directory {
-            let subdirectories = (children[inode.id] ?? [:]).values.filter { self.inode($0)?.kind == .directory }.count
-            return 2 + subdirectories
-        }
+        if inode.kind == .directory { return 2 + (subdirectories[inode.id] ?? 0) }
         return names[inode.id] ?? 0
     }
 
