@@ -18,10 +18,18 @@ public final class ContentReader: @unchecked Sendable {
     /// Holders that failed during this read: tried last from then on.
     private var failed: Set<NodeAddress> = []
 
+    /// Readers of a segmented content's pieces, with the offset where each starts.
+    private let segments: [(start: UInt64, reader: ContentReader)]
+
     public init(content: FileContent, pool: ConnectionPool, local: LocalChunkSource? = nil) {
         self.content = content
         self.pool = pool
         self.local = local
+        var start: UInt64 = 0
+        segments = (content.segments ?? []).map { segment in
+            defer { start += segment.sizeBytes }
+            return (start, ContentReader(content: segment, pool: pool, local: local))
+        }
     }
 
     /// Fills `buffer` with the file's bytes from `offset`; returns the count (short only at end of file).
@@ -34,6 +42,7 @@ public final class ContentReader: @unchecked Sendable {
             }
             return count
         }
+        if !segments.isEmpty { return try readSegments(offset: offset, into: buffer) }
         let slices = content.layout.slices(offset: offset, length: UInt64(buffer.count))
         if slices.count > 1 {
             // A range across chunks: fetch the pieces from their holders at the same time.
@@ -47,6 +56,25 @@ public final class ContentReader: @unchecked Sendable {
             try fetch(slice, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(slice.lengthBytes)]))
         }
         return slices.reduce(0) { $0 + Int($1.lengthBytes) }
+    }
+
+    /// A range of a segmented content: each segment's part read by that segment's reader.
+    private func readSegments(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let end = min(content.sizeBytes, offset + UInt64(buffer.count))
+        guard offset < end else { return 0 }
+        var filled = 0
+        for (start, reader) in segments {
+            let segmentEnd = start + reader.content.sizeBytes
+            let from = max(offset, start)
+            let to = min(end, segmentEnd)
+            guard from < to else { continue }
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(to - offset)])
+            guard try reader.read(offset: from - start, into: target) == target.count else {
+                throw OuroError(.corrupt, "segment at \(start) is shorter than recorded")
+            }
+            filled += target.count
+        }
+        return filled
     }
 
     /// Streams the whole file to `sink` in order, fetching up to `parallelism` pieces at once.

@@ -131,14 +131,15 @@ public struct NodeClient: Sendable {
 
     /// Sends `header`, then `sizeBytes` of the regular file `file` from its start (with sendfile: no copy through
     /// this process), then lets `reply` read the answer.
-    public func upload<T>(header: String, file: Int32, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
+    public func upload<T>(header: String, file: Int32, offset: UInt64 = 0, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
                           reply: (Connection) throws -> T) throws -> T {
         let connection = try Connection(to: address)
         connection.socket.setTimeouts(seconds: 600)  // the node fsyncs every copy before it answers
         try connection.send(header)
-        var position: off_t = 0
-        while UInt64(position) < sizeBytes {
-            let want = Int(min(UInt64(4 * Limits.streamBufferBytes), sizeBytes - UInt64(position)))
+        var position = off_t(offset)
+        let end = offset + sizeBytes
+        while UInt64(position) < end {
+            let want = Int(min(UInt64(4 * Limits.streamBufferBytes), end - UInt64(position)))
             let count = sendfile(connection.socket.fd, file, &position, want)
             if count < 0 && errno == EINTR { continue }
             if count < 0 {
@@ -147,8 +148,8 @@ public struct NodeClient: Sendable {
                 if let line = try? connection.reader.readLine(), let refusal = OuroError(errorLine: line) { throw refusal }
                 throw OuroError.unavailable("sending to \(address): \(reason)")
             }
-            guard count > 0 else { throw OuroError(.badRequest, "the file ended \(sizeBytes - UInt64(position)) bytes early") }
-            progress?(UInt64(position))
+            guard count > 0 else { throw OuroError(.badRequest, "the file ended \(end - UInt64(position)) bytes early") }
+            progress?(UInt64(position) - offset)
         }
         return try reply(connection)
     }
@@ -179,6 +180,14 @@ public struct NodeClient: Sendable {
         }
         return try upload(header: "INODE WRITE \(inode) \(sizeBytes) BIN", file: file, sizeBytes: sizeBytes) { connection in
             try connection.readBinary(InodeStat.self)
+        }
+    }
+
+    /// `CONTENT PUSH`: stores `sizeBytes` of `file` from `offset` as a content of its own (chunks and copies
+    /// durable, not named in the catalog yet); returns its placement.
+    public func pushContent(file: Int32, offset: UInt64, sizeBytes: UInt64) throws -> FileContent {
+        try upload(header: "CONTENT PUSH \(sizeBytes)", file: file, offset: offset, sizeBytes: sizeBytes) { connection in
+            try connection.readBinary(FileContent.self)
         }
     }
 

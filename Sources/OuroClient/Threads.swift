@@ -76,6 +76,15 @@ public final class Semaphore: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Takes one unit if one is free right now; never blocks.
+    public func tryWait() -> Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        guard count > 0 else { return false }
+        count -= 1
+        return true
+    }
+
     /// Waits at most `seconds`; returns false on timeout.
     public func wait(seconds: Double) -> Bool {
         var deadline = timespec()

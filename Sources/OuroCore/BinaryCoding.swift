@@ -194,6 +194,7 @@ extension FileContent: BinaryCodable {
         writer.array(chunks) { $0.value($1) }
         writer.optional(inlineData) { $0.data($1) }
         writer.optional(inlineCRC32C) { $0.u32($1) }
+        writer.optional(segments) { $0.value($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -201,6 +202,7 @@ extension FileContent: BinaryCodable {
                   chunks: try reader.array { reader throws(OuroError) in try reader.value() })
         inlineData = try reader.optional { reader throws(OuroError) in try reader.data() }
         inlineCRC32C = try reader.optional { reader throws(OuroError) in try reader.u32() }
+        segments = try reader.optional { reader throws(OuroError) in try reader.value([FileContent].self) }
     }
 }
 
@@ -337,6 +339,7 @@ extension FSRequest: BinaryCodable {
         writer.optional(flags) { $0.u32($1) }
         writer.optional(xattrName) { $0.string($1) }
         writer.optional(xattrValue) { $0.data($1) }
+        writer.optional(content) { $0.value($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -359,6 +362,7 @@ extension FSRequest: BinaryCodable {
         flags = try reader.optional { reader throws(OuroError) in try reader.u32() }
         xattrName = try reader.optional { reader throws(OuroError) in try reader.string() }
         xattrValue = try reader.optional { reader throws(OuroError) in try reader.data() }
+        content = try reader.optional { reader throws(OuroError) in try reader.value() }
     }
 }
 

@@ -29,14 +29,14 @@ public struct Catalog: Sendable {
         if let inode = record.inode {
             let current = inodes[inode.id]
             if let current, current.version >= inode.version { return false }
-            if let old = current?.content?.id { contentOwners[old] = nil }
+            for old in current?.content?.pieces ?? [] { contentOwners[old.id] = nil }
             let wasDirectory = isLiveDirectory(inode.id)
             inodes[inode.id] = inode
             let isDirectory = isLiveDirectory(inode.id)
             if wasDirectory != isDirectory {
                 for parent in parents[inode.id] ?? [] { subdirectories[parent, default: 0] += isDirectory ? 1 : -1 }
             }
-            if let new = inode.content?.id, !inode.deleted { contentOwners[new] = inode.id }
+            if !inode.deleted { for new in inode.content?.pieces ?? [] { contentOwners[new.id] = inode.id } }
             return true
         }
         guard let dirent = record.dirent else { return false }
@@ -67,12 +67,17 @@ public struct Catalog: Sendable {
 
     public func inode(_ id: UInt64) -> Inode? {
         guard var inode = inodes[id], !inode.deleted else { return nil }
-        if let content = inode.content, placements[content.id] != nil { inode.content = placed(content) }
+        if let content = inode.content, !placements.isEmpty { inode.content = placed(content) }
         return inode
     }
 
     /// The content with its current placement (re-replicated chunks point at their new holders).
     func placed(_ content: FileContent) -> FileContent {
+        if let segments = content.segments {
+            var content = content
+            content.segments = segments.map(placed)
+            return content
+        }
         guard let moved = placements[content.id] else { return content }
         var content = content
         for (index, placement) in moved where index < content.chunks.count {
@@ -83,7 +88,8 @@ public struct Catalog: Sendable {
 
     /// The live content with this id, if any inode still uses it.
     public func content(_ id: ContentID) -> FileContent? {
-        contentOwners[id].flatMap { inodes[$0]?.content }.map(placed)
+        guard let whole = contentOwners[id].flatMap({ inodes[$0]?.content }) else { return nil }
+        return whole.pieces.first(where: { $0.id == id }).map(placed)
     }
 
     public func lookup(parent: UInt64, name: String) -> Inode? {
@@ -156,7 +162,9 @@ public struct Catalog: Sendable {
     public func liveContentIDs() -> Set<ContentID> { Set(contentOwners.keys) }
 
     /// Every live content (for repair and scrubbing).
-    public func liveContents() -> [FileContent] { contentOwners.values.compactMap { inodes[$0]?.content }.map(placed) }
+    public func liveContents() -> [FileContent] {
+        Set(contentOwners.values).compactMap { inodes[$0]?.content }.flatMap { placed($0).pieces }
+    }
 
     public var fileCount: Int { inodes.values.lazy.filter { !$0.deleted }.count }
 }

@@ -48,6 +48,9 @@ public struct FileContent: Codable, Equatable, Sendable {
     public var inlineData: Data?
     /// CRC-32C of `inlineData`, checked when a node loads its log and when a reader gets the bytes.
     public var inlineCRC32C: UInt32?
+    /// A large file written through the mount: consecutive pieces, each a chunked content of its own (own id,
+    /// layout and placement), pushed while the application was still writing (`chunks` is empty).
+    public var segments: [FileContent]?
 
     public init(id: ContentID, sizeBytes: UInt64, start: NodeAddress, copies: Int, chunks: [ChunkPlacement]) {
         self.id = id
@@ -65,6 +68,16 @@ public struct FileContent: Codable, Equatable, Sendable {
     }
 
     public var isInline: Bool { inlineData != nil }
+
+    /// A content made of `segments` (sizes add up; placement and copies are the segments').
+    public init(id: ContentID, segments: [FileContent]) {
+        self.init(id: id, sizeBytes: segments.reduce(0) { $0 + $1.sizeBytes }, start: segments.first?.start ?? NodeAddress(host: "127.0.0.1", port: 1),
+                  copies: segments.map(\.copies).min() ?? 0, chunks: [])
+        self.segments = segments
+    }
+
+    /// The chunked contents that hold this one's bytes: its segments, or itself.
+    public var pieces: [FileContent] { segments ?? [self] }
 
     /// The inline bytes if they are intact.
     public func checkedInlineBytes() throws(OuroError) -> [UInt8]? {

@@ -20,6 +20,8 @@ public struct FSRequest: Codable, Sendable, Equatable {
     public var flags: UInt32?
     public var xattrName: String?
     public var xattrValue: Data?
+    /// `SETCONTENT`: the file's new content, made of segments already pushed with `CONTENT PUSH`.
+    public var content: FileContent?
     public init() {}
 }
 

@@ -116,6 +116,10 @@ public enum Request: Sendable, Equatable {
     case chunkGet(ChunkID, offset: UInt64, lengthBytes: UInt64)
     case chunkPut(ChunkID, lengthBytes: UInt64, crc32c: UInt32)
     case chunkCheck(ChunkID)
+    /// Stores a content's chunks without naming it in the catalog (a segment of a file the mount is writing).
+    case contentPush(sizeBytes: UInt64)
+    /// Confirms a chunk is stored here and keeps the janitor off it for another grace period.
+    case chunkKeep(ChunkID)
     case catalogSync(incarnation: String, afterSequence: UInt64)
     case catalogApply(lengthBytes: Int)
     case fs(operation: String, lengthBytes: Int, binary: Bool = false)
@@ -126,6 +130,7 @@ public enum Request: Sendable, Equatable {
         switch self {
         case .filePush(let size, _): size
         case .inodeWrite(_, let size, _): size
+        case .contentPush(let size): size
         case .chunkPut(_, let length, _): length
         case .catalogApply(let length): UInt64(length)
         case .fs(_, let length, _): UInt64(length)
@@ -200,6 +205,13 @@ public enum Request: Sendable, Equatable {
             guard length <= maxFileSizeBytes else { throw OuroError(.tooLarge, "chunk of \(length) bytes exceeds the limit") }
             self = .chunkPut(id, lengthBytes: length, crc32c: crc)
         case ("CHUNK", "CHECK"): self = .chunkCheck(try fields.chunkID(last: true))
+        case ("CHUNK", "KEEP"): self = .chunkKeep(try fields.chunkID(last: true))
+        case ("CONTENT", "PUSH"):
+            let size = try fields.number(UInt64.self, "size", last: true)
+            guard size <= maxFileSizeBytes else {
+                throw OuroError(.tooLarge, "content of \(size) bytes exceeds the limit of \(maxFileSizeBytes) bytes")
+            }
+            self = .contentPush(sizeBytes: size)
         case ("CATALOG", "SYNC"):
             let incarnation = fields.next() ?? ""
             guard !incarnation.isEmpty, incarnation.count <= 64 else { throw .badRequest("bad incarnation") }

@@ -19,6 +19,12 @@ final class OpenFile: @unchecked Sendable {
     private var lastWriteNs: Int64?
     private var pendingMtime: Int64?
     private var readAhead: ReadAhead?
+    /// Segments of the spool pushed while the application writes in order: `[0, streamedBytes)` is claimed by
+    /// finished or running pushes. A write or truncate below that ends streaming for this open file (the segments
+    /// become garbage, and close pushes the whole spool as before).
+    private let segments = SegmentPushes()
+    private var streamedBytes: UInt64 = 0
+    private var streamBroken = false
 
     init(stat: InodeStat, fileSystem: RingFileSystem) {
         inode = stat.inode.id
@@ -92,11 +98,35 @@ final class OpenFile: @unchecked Sendable {
             try ensureSpool(load: true)
             let end = offset + UInt64(data.count)
             try reserve(upTo: end)
+            if offset < streamedBytes { streamBroken = true }
             try pwriteFully(spool, data, offset)
             sizeBytes = max(sizeBytes, end)
             dirty = true
             lastWriteNs = nowNanoseconds()
+            startSegmentPushes()
             return data.count
+        }
+    }
+
+    /// Pushes each whole segment the writer has moved past, in the background (at most `segmentPushes` at once
+    /// across the mount; a writer never waits for a slot: what is not pushed now is pushed on close).
+    private func startSegmentPushes() {
+        let segmentBytes = fileSystem.options.segmentBytes
+        while !streamBroken, sizeBytes >= streamedBytes + segmentBytes, fileSystem.segmentSlots.tryWait() {
+            let start = streamedBytes
+            streamedBytes += segmentBytes
+            segments.begin()
+            let (spool, ring, slots) = (spool, fileSystem.ring, fileSystem.segmentSlots)
+            startThread(name: "segment") { [segments] in
+                defer { slots.signal() }
+                segments.finish(start: start, content: try? Self.pushSegment(ring, spool: spool, offset: start, sizeBytes: segmentBytes))
+            }
+        }
+    }
+
+    private static func pushSegment(_ ring: RingClient, spool: Int32, offset: UInt64, sizeBytes: UInt64) throws -> FileContent {
+        try ring.retrying { ring in
+            try ring.call(idempotent: true) { node in try node.pushContent(file: spool, offset: offset, sizeBytes: sizeBytes) }
         }
     }
 
@@ -104,6 +134,7 @@ final class OpenFile: @unchecked Sendable {
         try lock.withLock {
             try ensureSpool(load: size > 0)
             try reserve(upTo: size)
+            if size < streamedBytes { streamBroken = true }
             guard ftruncate(spool, off_t(size)) == 0 else { throw FileSystemError(errno) }
             sizeBytes = size
             dirty = true
@@ -118,7 +149,7 @@ final class OpenFile: @unchecked Sendable {
             let size = sizeBytes
             let spool = spool
             do {
-                var updated = try fileSystem.ring.retrying { ring in
+                var updated = try pushSegmented() ?? fileSystem.ring.retrying { ring in
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
                 if let mtime = pendingMtime {
@@ -138,9 +169,53 @@ final class OpenFile: @unchecked Sendable {
         }
     }
 
+    /// The spool committed as the segments pushed while it was written plus the rest, pushed now (a few segments
+    /// at once); nil when the file is small or was not written in order, or when any step fails: then the whole
+    /// spool is pushed as one content, as for any file. Streaming starts over after a whole push.
+    private func pushSegmented() throws -> InodeStat? {
+        let pushed = segments.waitUntilIdle()
+        let segmentBytes = fileSystem.options.segmentBytes
+        defer {
+            if streamBroken || sizeBytes < segmentBytes {
+                segments.reset()
+                streamedBytes = 0
+                streamBroken = sizeBytes >= segmentBytes  // a large file rewritten in place: whole pushes from now on
+            }
+        }
+        guard !streamBroken, sizeBytes >= segmentBytes else { return nil }
+        // The rest, in segments pushed side by side.
+        var starts: [UInt64] = []
+        var next = streamedBytes
+        while next < sizeBytes {
+            starts.append(next)
+            next += segmentBytes
+        }
+        let (spool, ring, size) = (spool, fileSystem.ring, sizeBytes)
+        let tail = parallelMap(starts, width: fileSystem.options.segmentPushes) { start in
+            try? Self.pushSegment(ring, spool: spool, offset: start, sizeBytes: min(segmentBytes, size - start))
+        }
+        for (start, content) in zip(starts, tail) { segments.record(start: start, content: content) }
+        streamedBytes = sizeBytes
+        guard let all = segments.contiguous(upTo: sizeBytes) else {
+            streamBroken = true
+            return nil
+        }
+        var request = FSRequest()
+        request.inode = inode
+        request.content = FileContent(id: .random(), segments: all)
+        do {
+            return try fileSystem.ring.retrying { ring in try ring.fs("SETCONTENT", request, idempotent: true).stat }
+        } catch {
+            fileSystem.logger.warning("segments not committed; pushing the whole file", metadata: ["inode": "\(inode)", "error": "\(error)"])
+            streamBroken = true
+            return nil
+        }
+    }
+
     /// Frees the spool and cached pieces (the last handle closed).
     func discard() {
         lock.withLock {
+            _ = segments.waitUntilIdle()  // their threads read the spool
             dropSpool()
             readAhead?.clear()
             readAhead = nil
@@ -183,6 +258,10 @@ final class OpenFile: @unchecked Sendable {
     }
 
     private func dropSpool() {
+        _ = segments.waitUntilIdle()
+        segments.reset()
+        streamedBytes = 0
+        streamBroken = false
         if spool >= 0 { Glibc.close(spool) }
         spool = -1
         fileSystem.releaseSpool(reservedBytes)
@@ -216,4 +295,75 @@ func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ offset: 
         filled += count
     }
     return filled
+}
+
+/// The segment pushes of one open file: running count, and the content each finished one stored, by offset.
+final class SegmentPushes: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var idle = pthread_cond_t()
+    private var running = 0
+    private var pushed: [UInt64: FileContent] = [:]
+    private var failed = false
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&idle, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&idle)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+
+    func begin() { locked { running += 1 } }
+
+    func finish(start: UInt64, content: FileContent?) {
+        locked {
+            record(start: start, content: content, locked: true)
+            running -= 1
+            pthread_cond_broadcast(&idle)
+        }
+    }
+
+    func record(start: UInt64, content: FileContent?) { locked { record(start: start, content: content, locked: true) } }
+
+    private func record(start: UInt64, content: FileContent?, locked: Bool) {
+        if let content { pushed[start] = content } else { failed = true }
+    }
+
+    /// Waits for every running push; returns whether all pushes so far succeeded.
+    @discardableResult
+    func waitUntilIdle() -> Bool {
+        locked {
+            while running > 0 { pthread_cond_wait(&idle, &mutex) }
+            return !failed
+        }
+    }
+
+    /// The segments covering exactly `[0, size)`, in order, if every push succeeded.
+    func contiguous(upTo size: UInt64) -> [FileContent]? {
+        locked {
+            guard !failed else { return nil }
+            var result: [FileContent] = []
+            var offset: UInt64 = 0
+            while offset < size, let next = pushed[offset], next.sizeBytes > 0 {
+                result.append(next)
+                offset += next.sizeBytes
+            }
+            return offset == size ? result : nil
+        }
+    }
+
+    func reset() {
+        locked {
+            pushed = [:]
+            failed = false
+        }
+    }
 }

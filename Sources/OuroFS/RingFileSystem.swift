@@ -15,6 +15,11 @@ public struct RingFileSystemOptions: Sendable {
     public var readAheadPieces = 4
     /// Read-ahead pieces in memory across the whole mount (the read cache's bound).
     public var cachedPieces = 8
+    /// A file written in order is pushed to the ring in segments of this size while it is being written, so its
+    /// close waits only for the last one. Smaller files are pushed whole on close.
+    public var segmentBytes: UInt64 = 64 << 20
+    /// Segment pushes running at once across the mount.
+    public var segmentPushes = 2
 
     public init(cacheDirectory: String, spoolLimitBytes: UInt64) {
         self.cacheDirectory = cacheDirectory
@@ -30,6 +35,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     let logger: Logger
     let options: RingFileSystemOptions
     let budget: PieceBudget
+    /// Free slots for segment pushes (`options.segmentPushes`).
+    let segmentSlots: OuroClient.Semaphore
     private let lock = Lock()
     /// Files open through at least one handle, by inode: all handles of one inode share its spool.
     private var openFiles: [UInt64: OpenFile] = [:]
@@ -42,6 +49,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         self.options = options
         self.logger = logger
         budget = PieceBudget(pieces: options.cachedPieces, pieceBytes: options.pieceBytes)
+        segmentSlots = OuroClient.Semaphore(options.segmentPushes)
         guard Glibc.mkdir(options.cacheDirectory, 0o700) == 0 || errno == EEXIST else {
             throw FileSystemError(errno)
         }

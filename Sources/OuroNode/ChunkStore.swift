@@ -84,6 +84,24 @@ public final class ChunkStore: @unchecked Sendable {
         _ = unlink(path(of: chunk).string)
     }
 
+    /// Serialises `keep` with the janitor's deletions, so a chunk confirmed by `keep` is never removed under it.
+    private let keepLock = Lock()
+
+    /// Is the chunk stored? If so its modification time becomes now: the janitor leaves it alone for another grace
+    /// period (a segment the mount pushed is named in the catalog only when the whole file is committed).
+    public func keep(_ chunk: ChunkID) -> Bool {
+        keepLock.withLock { utimensat(AT_FDCWD, path(of: chunk).string, nil, 0) == 0 }
+    }
+
+    /// Deletes a garbage chunk unless it was modified (or kept) since `seconds` (the janitor's last look).
+    public func deleteIfUnchanged(_ chunk: ChunkID, modifiedSeconds: Int) -> Bool {
+        keepLock.withLock {
+            var info = stat()
+            guard stat(path(of: chunk).string, &info) == 0, info.st_mtim.tv_sec <= modifiedSeconds else { return false }
+            return unlink(path(of: chunk).string) == 0
+        }
+    }
+
     /// Every stored chunk with its size and modification time (seconds).
     public func list() throws -> [(chunk: ChunkID, sizeBytes: UInt64, modifiedSeconds: Int)] {
         try FileManagerLite.list(directory).compactMap { name in

@@ -107,7 +107,7 @@ extension Node {
         var removed = 0
         for entry in stored where !(holdings[entry.chunk.contentID]?.contains(entry.chunk.index) ?? false)
             && now.tv_sec - entry.modifiedSeconds > configuration.garbageGraceSeconds {
-            chunks.delete(entry.chunk)
+            guard chunks.deleteIfUnchanged(entry.chunk, modifiedSeconds: entry.modifiedSeconds) else { continue }
             verifier.forget(entry.chunk)
             removed += 1
         }

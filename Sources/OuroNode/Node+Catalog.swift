@@ -219,12 +219,56 @@ extension Node {
             reply.xattrValue = value
         case "LISTXATTR":
             reply.xattrNames = try stat(request.inode).inode.xattrs.keys.sorted()
+        case "SETCONTENT":
+            let content = try assembledContent(request.content)
+            try mutate { catalog, version, now in
+                try catalog.planWriteContent(inode: request.inode, content: content, version: version, nowNs: now)
+            }
         case "STATFS":
             reply.usage = ringUsage()
         default:
             throw OuroError.badRequest("unknown FS operation \(operation)")
         }
         return reply
+    }
+
+    /// The content of a large file the mount pushed in segments (`CONTENT PUSH`) while it was being written: checked
+    /// for shape, and every chunk copy confirmed on its holder with `CHUNK KEEP`, which also keeps the janitor off it
+    /// until the commit has named it. A copy that is gone (the janitor took it, or its node died) is NOT_FOUND: the
+    /// mount then pushes the whole file again.
+    func assembledContent(_ proposed: FileContent?) throws -> FileContent {
+        guard let segments = proposed?.segments, !segments.isEmpty else { throw OuroError.badRequest("SETCONTENT needs segments") }
+        var byHolder: [NodeAddress: [ChunkID]] = [:]
+        for segment in segments {
+            let layout = ChunkLayout(sizeBytes: segment.sizeBytes, parts: segment.chunks.count)
+            guard segment.segments == nil, !segment.isInline, !segment.chunks.isEmpty,
+                  segment.chunks.indices.allSatisfy({ segment.chunks[$0].lengthBytes == layout.lengthBytes(ofChunk: $0) }),
+                  segment.chunks.allSatisfy({ !$0.holders.isEmpty }) else {
+                throw OuroError.badRequest("malformed segment \(segment.id)")
+            }
+            for (index, placement) in segment.chunks.enumerated() {
+                for holder in placement.holders { byHolder[holder, default: []].append(segment.chunkID(index)) }
+            }
+        }
+        let problems = parallelMap(Array(byHolder), width: 16) { [self] holder, ids -> String? in
+            do {
+                for id in ids {
+                    if holder == address {
+                        guard chunks.keep(id) else { return "\(id) is not on \(holder)" }
+                        continue
+                    }
+                    try pool.with(holder, retry: true) { connection in
+                        try connection.send("CHUNK KEEP \(id.contentID) \(id.index) \(id.parts)")
+                        try connection.expectOK()
+                    }
+                }
+                return nil
+            } catch {
+                return "\(holder): \(error)"
+            }
+        }.compactMap { $0 }
+        guard problems.isEmpty else { throw OuroError.notFound("a segment's chunk copy is missing: \(problems[0])") }
+        return FileContent(id: .random(), segments: segments)
     }
 
     /// The ring's disks added up (each node reports its own with the cheap `NODE USAGE`; unreachable nodes count

@@ -89,7 +89,8 @@ extension Node {
     /// A header whose command carries a payload (by its first two words), even if the rest did not parse.
     private func announcesPayload(_ line: String) -> Bool {
         let words = line.split(separator: " ", maxSplits: 2).prefix(2).joined(separator: " ")
-        return ["FILE PUSH", "INODE WRITE", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY"].contains(words) || line.hasPrefix("FS ")
+        return ["FILE PUSH", "INODE WRITE", "CONTENT PUSH", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY"].contains(words)
+            || line.hasPrefix("FS ")
     }
 
     /// Sends the error, stops sending, and drains what the client still sends for a bounded time before closing,
@@ -190,6 +191,11 @@ extension Node {
             try sendChunk(chunk, offset: offset, lengthBytes: length, session)
         case .chunkPut(let chunk, let length, let crc):
             try receiveChunkCopy(chunk, lengthBytes: length, crc32c: crc, session.reader)
+            try session.reply("OK")
+        case .contentPush(let size):
+            try session.replyBinary(try receivePush(session.reader, sizeBytes: size))
+        case .chunkKeep(let chunk):
+            guard chunks.keep(chunk) else { throw OuroError.notFound("chunk \(chunk) is not stored here") }
             try session.reply("OK")
         case .chunkCheck(let chunk):
             let (length, crc) = try chunks.check(chunk)

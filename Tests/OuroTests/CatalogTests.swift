@@ -236,6 +236,29 @@ import Testing
         #expect(book.files == ["a/b/c.txt"])
     }
 
+    /// A file written through the mount in segments: each segment is a content of its own for the chunk code
+    /// (checksums, repair, garbage collection), a moved copy of one segment shows in the file's placement, and an
+    /// overwrite makes every old segment garbage.
+    @Test func segmentedContent() throws {
+        let book = Book()
+        let (file, _) = try book.put("big", sizeBytes: 1)
+        let segments = [Self.content(64), Self.content(64), Self.content(5)]
+        let whole = FileContent(id: ContentID.random(), segments: segments)
+        #expect(whole.sizeBytes == 133 && whole.chunks.isEmpty && whole.pieces.map(\.id) == segments.map(\.id))
+        try book.run { catalog, version, now in try catalog.planWriteContent(inode: file, content: whole, version: version, nowNs: now) }
+        #expect(book.catalog.liveContentIDs() == Set(segments.map(\.id)))
+        #expect(book.catalog.content(segments[1].id) == segments[1])
+        #expect(Set(book.catalog.liveContents().map(\.id)) == Set(segments.map(\.id)))
+        let moved = [NodeAddress("127.0.0.1:7009")!]
+        try book.run { catalog, version, _ in catalog.planPlacement(content: segments[2].id, chunk: 0, holders: moved, version: version) }
+        #expect(book.catalog.inode(file)?.content?.segments?[2].chunks[0].holders == moved)
+        #expect(book.catalog.content(segments[2].id)?.chunks[0].holders == moved)
+        #expect(book.catalog.inode(file)?.content?.segments?[0].chunks[0].holders == segments[0].chunks[0].holders)
+        let (_, replacement) = try book.put("big", sizeBytes: 7)
+        #expect(book.catalog.liveContentIDs() == [replacement.id])
+    }
+
+    // MARK: Merging
     // MARK: Merging
 
     /// A history with creates, overwrites, renames, links, and deletes.
