@@ -254,7 +254,7 @@ extension Node {
             do {
                 for id in ids {
                     if holder == address {
-                        guard chunks.keep(id) else { return "\(id) is not on \(holder)" }
+                        guard keepChunk(id) else { return "\(id) is not on \(holder)" }
                         continue
                     }
                     try pool.with(holder, retry: true) { connection in
@@ -269,6 +269,15 @@ extension Node {
         }.compactMap { $0 }
         guard problems.isEmpty else { throw OuroError.notFound("a segment's chunk copy is missing: \(problems[0])") }
         return FileContent(id: .random(), segments: segments)
+    }
+
+    /// `CHUNK KEEP` here. Touching the file changes its ctime, which the verifier reads as "changed since checked":
+    /// a copy verified before stays verified (its bytes did not change), or its first read would re-read it whole.
+    func keepChunk(_ chunk: ChunkID) -> Bool {
+        let wasVerified = verifier.isVerified(chunk, chunks)
+        guard chunks.keep(chunk) else { return false }
+        if wasVerified { verifier.markVerified(chunk, chunks) }
+        return true
     }
 
     /// The ring's disks added up (each node reports its own with the cheap `NODE USAGE`; unreachable nodes count

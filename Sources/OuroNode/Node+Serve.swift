@@ -195,7 +195,7 @@ extension Node {
         case .contentPush(let size):
             try session.replyBinary(try receivePush(session.reader, sizeBytes: size))
         case .chunkKeep(let chunk):
-            guard chunks.keep(chunk) else { throw OuroError.notFound("chunk \(chunk) is not stored here") }
+            guard keepChunk(chunk) else { throw OuroError.notFound("chunk \(chunk) is not stored here") }
             try session.reply("OK")
         case .chunkCheck(let chunk):
             let (length, crc) = try chunks.check(chunk)
