@@ -21,7 +21,7 @@ let package = Package(
         .target(name: "OuroCore", dependencies: ["COuroSupport"]),
         // Blocking socket client for nodes, shared by the node (peer traffic), the CLI and the FUSE driver.
         .target(name: "OuroClient", dependencies: [
-            "OuroCore",
+            "OuroCore", "COuroSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -3,8 +3,9 @@ import OuroCore
 
 /// Reads chunks that a node holds on its own disk without going through a socket.
 public protocol LocalChunkSource: AnyObject, Sendable {
-    /// Copies `[offset, offset+length)` of a verified local chunk into `buffer`; false if the chunk is not stored here.
-    func readLocal(_ chunk: ChunkID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool
+    /// Copies `[offset, offset+length)` of a verified chunk stored on this machine by one of `holders` into
+    /// `buffer`; false if no such copy can be read here.
+    func readLocal(_ chunk: ChunkID, holders: [NodeAddress], offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool
 }
 
 /// Reads a file's bytes from the nodes that hold its chunks: byte ranges map to chunk slices, each fetched from a
@@ -151,8 +152,8 @@ public final class ContentReader: @unchecked Sendable {
     /// Fetches one slice into `target`, trying each holder of its chunk until one delivers all of it.
     private func fetch(_ slice: ChunkLayout.Slice, into target: UnsafeMutableRawBufferPointer) throws {
         let chunk = content.chunkID(slice.chunk)
-        if let local, try local.readLocal(chunk, offset: slice.offsetInChunk, into: target) { return }
         let holders = content.chunks[slice.chunk].holders
+        if let local, (try? local.readLocal(chunk, holders: holders, offset: slice.offsetInChunk, into: target)) == true { return }
         let failedNow = lock.withLock { failed }
         let ordered = holders.filter { !failedNow.contains($0) } + holders.filter { failedNow.contains($0) }
         var lastError: Error = OuroError.unavailable("chunk \(chunk) has no holder")

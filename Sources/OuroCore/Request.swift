@@ -100,6 +100,8 @@ public enum Request: Sendable, Equatable {
     case nodeJoin(NodeAddress)
     case nodeInfo
     case nodeUsage
+    /// The path of the node's Unix socket for clients on the same machine (`LocalChunkFiles`).
+    case nodeLocal
     case nodeLeave
     case netmapDiscover
     case netmapGet
@@ -153,6 +155,7 @@ public enum Request: Sendable, Equatable {
         case ("NODE", "JOIN"): self = .nodeJoin(try fields.address(last: true))
         case ("NODE", "INFO"): try fields.end(); self = .nodeInfo
         case ("NODE", "USAGE"): try fields.end(); self = .nodeUsage
+        case ("NODE", "LOCAL"): try fields.end(); self = .nodeLocal
         case ("NODE", "LEAVE"): try fields.end(); self = .nodeLeave
         case ("NETMAP", "DISCOVER"): try fields.end(); self = .netmapDiscover
         case ("NETMAP", "GET"): try fields.end(); self = .netmapGet

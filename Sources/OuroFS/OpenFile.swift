@@ -67,7 +67,7 @@ final class OpenFile: @unchecked Sendable {
                 return nil  // a small file: its bytes came with its attributes
             }
             if readAhead == nil, let content = stat.inode.content {
-                readAhead = ReadAhead(reader: ContentReader(content: content, pool: fileSystem.ring.pool),
+                readAhead = ReadAhead(reader: ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks),
                                       pieceBytes: fileSystem.options.pieceBytes, window: fileSystem.options.readAheadPieces,
                                       budget: fileSystem.budget)
             }
@@ -80,7 +80,7 @@ final class OpenFile: @unchecked Sendable {
         return try lock.withLock {
             if spool < 0, let content = stat.inode.content, content.isInline {
                 do {
-                    return try ContentReader(content: content, pool: fileSystem.ring.pool).read(offset: offset, into: buffer)
+                    return try ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks).read(offset: offset, into: buffer)
                 } catch {
                     throw FileSystemError(error)
                 }
@@ -239,7 +239,7 @@ final class OpenFile: @unchecked Sendable {
         do {
             try reserve(upTo: content.sizeBytes)
             var offset: UInt64 = 0
-            try ContentReader(content: content, pool: fileSystem.ring.pool).stream { bytes in
+            try ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks).stream { bytes in
                 try pwriteFully(fd, bytes, offset)
                 offset += UInt64(bytes.count)
             }

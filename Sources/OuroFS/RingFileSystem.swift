@@ -35,6 +35,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     let logger: Logger
     let options: RingFileSystemOptions
     let budget: PieceBudget
+    /// Chunk files of nodes on this machine, read directly (short-circuit reads).
+    let localChunks: LocalChunkFiles
     /// Free slots for segment pushes (`options.segmentPushes`).
     let segmentSlots: OuroClient.Semaphore
     private let lock = Lock()
@@ -50,6 +52,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         self.logger = logger
         budget = PieceBudget(pieces: options.cachedPieces, pieceBytes: options.pieceBytes)
         segmentSlots = OuroClient.Semaphore(options.segmentPushes)
+        localChunks = LocalChunkFiles(pool: ring.pool)
         guard Glibc.mkdir(options.cacheDirectory, 0o700) == 0 || errno == EEXIST else {
             throw FileSystemError(errno)
         }

@@ -1,3 +1,4 @@
+import COuroSupport
 import Glibc
 import Logging
 import OuroClient
@@ -61,7 +62,7 @@ extension Node: LocalChunkSource {
         }
     }
 
-    public func readLocal(_ chunk: ChunkID, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+    public func readLocal(_ chunk: ChunkID, holders: [NodeAddress], offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
         guard chunks.exists(chunk) else {
             noteMissing(chunk)
             return false
@@ -132,4 +133,60 @@ extension Node: LocalChunkSource {
 
 extension Array {
     subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}
+
+extension Node {
+    /// Connections to `<data>/node.sock`: one `CHUNK OPEN <content id> <index> <parts>` each, answered with
+    /// `OK <length> <node address>` and the chunk file's descriptor attached, or an `ERR` line.
+    func localAcceptLoop() {
+        while !isStopping {
+            let client = accept(localListenerDescriptor, nil, nil)
+            if client < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            startThread(name: "local-conn") { [self] in
+                defer { close(client) }
+                var timeout = timeval(tv_sec: Limits.ioTimeoutSeconds, tv_usec: 0)
+                setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var line: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 256)
+                while !line.contains(0x0A) && line.count < Limits.headerLineBytes {
+                    let count = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
+                    guard count > 0 else { return }
+                    line += buffer[..<count]
+                }
+                let text = String(decoding: line.prefix { $0 != 0x0A }, as: UTF8.self)
+                var (reply, fd): (String, Int32) = ("", -1)
+                do {
+                    (reply, fd) = try openLocal(text)
+                } catch let error as OuroError {
+                    reply = error.line
+                } catch {
+                    reply = OuroError(.internal, "\(error)").line
+                }
+                defer { if fd >= 0 { close(fd) } }
+                let bytes = Array((reply + "\n").utf8)
+                _ = bytes.withUnsafeBytes { ouro_send_with_fd(client, $0.baseAddress, $0.count, fd) }
+            }
+        }
+    }
+
+    private func openLocal(_ line: String) throws -> (String, Int32) {
+        let words = line.split(separator: " ")
+        guard words.count == 5, words[0] == "CHUNK", words[1] == "OPEN", let content = ContentID(words[2]),
+              let index = Int(words[3]), let parts = Int(words[4]) else {
+            throw OuroError.badRequest("want CHUNK OPEN <content id> <index> <parts>")
+        }
+        let chunk = try ChunkID(contentID: content, index: index, parts: parts)
+        guard chunks.exists(chunk) else {
+            noteMissing(chunk)
+            throw OuroError.notFound("chunk \(chunk) is not stored here")
+        }
+        try verify(chunk)
+        let fd = try chunks.open(chunk)
+        return ("OK \(chunks.sizeBytes(of: chunk) ?? 0) \(address)", fd.rawValue)
+    }
 }

@@ -133,6 +133,9 @@ extension Node {
             try session.replyJSON(info())
         case .nodeUsage:
             try session.replyJSON(diskUsage())
+        case .nodeLocal:
+            guard let path = localSocketPath else { throw OuroError(.notSupported, "this node has no local socket") }
+            try session.reply("OK \(path)")
         case .netmapDiscover:
             try discover()
             try session.reply("OK")

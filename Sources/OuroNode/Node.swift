@@ -1,3 +1,4 @@
+import COuroSupport
 import Glibc
 import Logging
 import OuroClient
@@ -44,6 +45,10 @@ public final class Node: @unchecked Sendable {
     let catalog: CatalogStore
     let pool = ConnectionPool()
     private let listener: ListeningSocket
+    /// `<data>/node.sock`, where clients on this machine get chunk files (see `LocalChunkFiles`); -1 if unavailable.
+    private var localListener: Int32 = -1
+    var localListenerDescriptor: Int32 { localListener }
+    var localSocketPath: String? { localListener >= 0 ? configuration.dataDirectory.appending("node.sock").string : nil }
     let ringLock = Lock()
     private var ring: RingRecord
     private let connectionsLock = Lock()
@@ -80,6 +85,15 @@ public final class Node: @unchecked Sendable {
     public func start() {
         logger.info("node listening", metadata: ["address": "\(address)", "data": "\(configuration.dataDirectory)"])
         startThread(name: "accept") { [self] in acceptLoop() }
+        let localPath = configuration.dataDirectory.appending("node.sock").string
+        localListener = ouro_unix_listen(localPath, 64)
+        if localListener >= 0 {
+            chmod(localPath, 0o600)  // only the node's own user (root, for a mount) may take chunk files
+            startThread(name: "local") { [self] in localAcceptLoop() }
+        } else {
+            logger.notice("no local socket: readers on this machine use TCP", metadata: ["path": "\(localPath)",
+                          "error": "\(String(cString: strerror(errno)))"])
+        }
         if let join = configuration.join {
             startThread(name: "join") { [self] in joinRing(via: join) }
         }
@@ -90,6 +104,7 @@ public final class Node: @unchecked Sendable {
     public func stop() {
         connectionsLock.withLock { stopping = true }
         listener.shutdown()
+        if localListener >= 0 { Glibc.shutdown(localListener, Int32(SHUT_RDWR)) }
     }
 
     var isStopping: Bool { connectionsLock.withLock { stopping } }

@@ -15,4 +15,15 @@ int ouro_start_writeback(int fd, long long offset, long long len);
 /// memory freed there stays resident) and fixes the mmap threshold, so large buffers go back to the system.
 void ouro_limit_malloc_arenas(int arenas);
 
+/// Unix-domain stream sockets (the node's local socket, `<data>/node.sock`): listen (replacing a stale socket
+/// file) and connect; -1 with errno on failure (ENAMETOOLONG for a path that does not fit).
+int ouro_unix_listen(const char *path, int backlog);
+int ouro_unix_connect(const char *path);
+
+/// Sends `length` bytes, with `fd` attached (SCM_RIGHTS) unless it is negative; 0 or -1 with errno.
+int ouro_send_with_fd(int sock, const void *data, size_t length, int fd);
+
+/// Receives up to `length` bytes; `*fd` is a descriptor that came with them (close-on-exec) or -1.
+long ouro_receive_with_fd(int sock, void *buffer, size_t length, int *fd);
+
 #endif
