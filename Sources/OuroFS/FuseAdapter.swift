@@ -17,6 +17,9 @@ import Synchronization
 /// its own `lookup` replies. An entry reply the kernel never received (its request was interrupted) is undone with
 /// `forget` / `release`.
 final class FuseAdapter {
+    /// `OURO_WRITE_DIRECT_IO=0` turns direct I/O for write-only handles off (to compare).
+    private let directIOForWriteOnly = getenv("OURO_WRITE_DIRECT_IO").map { String(cString: $0) != "0" } ?? true
+
     let fileSystem: FileSystemOperations
     /// How long the kernel may cache attributes and names (attr_timeout and entry_timeout), in seconds.
     private let timeoutSeconds: Double
@@ -436,12 +439,14 @@ final class FuseAdapter {
         return entry
     }
 
-    /// Page cache kept across opens only while the attributes say the file is unchanged (no keep_cache), and no
-    /// direct I/O: reads and writes go through the page cache and kernel readahead.
+    /// Page cache kept across opens only while the attributes say the file is unchanged (no keep_cache). A handle
+    /// opened write-only (`cp`'s destination) uses direct I/O: its writes go from the application's buffer to us
+    /// without a copy into the kernel's page cache, which only this handle would have filled (it cannot read or
+    /// map shared-writable). Other handles read and write through the page cache and kernel readahead.
     private func setFileHandle(_ fi: UnsafeMutablePointer<fuse_file_info>, _ handle: UInt64) {
         fi.pointee.fh = handle
         fi.pointee.keep_cache = 0
-        fi.pointee.direct_io = 0
+        fi.pointee.direct_io = directIOForWriteOnly && fi.pointee.flags & O_ACCMODE == O_WRONLY ? 1 : 0
     }
 
     private static func makeStat(_ attributes: FileAttributes) -> stat {
