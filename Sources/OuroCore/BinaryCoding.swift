@@ -340,6 +340,7 @@ extension FSRequest: BinaryCodable {
         writer.optional(xattrName) { $0.string($1) }
         writer.optional(xattrValue) { $0.data($1) }
         writer.optional(content) { $0.value($1) }
+        writer.optional(data) { $0.data($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -363,6 +364,7 @@ extension FSRequest: BinaryCodable {
         xattrName = try reader.optional { reader throws(OuroError) in try reader.string() }
         xattrValue = try reader.optional { reader throws(OuroError) in try reader.data() }
         content = try reader.optional { reader throws(OuroError) in try reader.value() }
+        data = try reader.optional { reader throws(OuroError) in try reader.data() }
     }
 }
 
@@ -378,6 +380,7 @@ extension FSReply: BinaryCodable {
         writer.optional(xattrValue) { $0.data($1) }
         writer.optional(xattrNames) { writer, names in writer.array(names) { $0.string($1) } }
         writer.optional(usage) { $0.value($1) }
+        writer.optional(directories) { $0.value($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -389,5 +392,6 @@ extension FSReply: BinaryCodable {
         xattrValue = try reader.optional { reader throws(OuroError) in try reader.data() }
         xattrNames = try reader.optional { reader throws(OuroError) in try reader.array { reader throws(OuroError) in try reader.string() } }
         usage = try reader.optional { reader throws(OuroError) in try reader.value() }
+        directories = try reader.optional { reader throws(OuroError) in try reader.value([InodeStat].self) }
     }
 }

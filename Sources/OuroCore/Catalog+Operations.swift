@@ -68,6 +68,37 @@ extension Catalog {
                       resultInode: id)
     }
 
+    /// A regular file a mount created on its side and names only at its first close (`FS CREATE`), with the inode
+    /// number the mount gave it and, for a small file, its bytes: create, write and close in one commit. A name
+    /// that another client created meanwhile is replaced, as its concurrent `open(O_CREAT|O_TRUNC)` and write would
+    /// have been: the last close wins. Repeating the call (a retry after a lost answer) changes nothing more.
+    public func planCreateFile(parent: UInt64?, name: String?, id: UInt64?, permissions: UInt32, uid: UInt32, gid: UInt32,
+                               content: FileContent?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        let directory = try directory(parent)
+        let name = try PathName.validComponent(name ?? "")
+        guard let id, id >= 2 else { throw .badRequest("CREATE needs the new inode number") }
+        let current = lookup(parent: directory.id, name: name)
+        if inodes[id] != nil {
+            guard current?.id == id else { throw OuroError(.exists, "inode \(id) is taken") }
+            return Change(records: [], resultInode: id)
+        }
+        var records: [CatalogRecord] = []
+        if let current {
+            guard current.kind != .directory else { throw OuroError(.isDir, "\(name) is a directory") }
+            // The replaced file loses this name (and is gone if it was its last); the entry itself is rewritten below.
+            var replaced = current
+            replaced.version = version
+            replaced.ctimeNs = nowNs
+            if linkCount(of: current) <= 1 { replaced.deleted = true }
+            records.append(CatalogRecord(replaced))
+        }
+        var inode = Inode(id: id, version: version, kind: .file, permissions: permissions, uid: uid, gid: gid, timeNs: nowNs)
+        inode.content = content
+        records += [CatalogRecord(inode), CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: id)),
+                    touched(directory, version, nowNs)]
+        return Change(records: records, resultInode: id)
+    }
+
     /// Adds a name for an existing non-directory inode (a hard link).
     public func planLink(inode id: UInt64?, newParent: UInt64?, newName: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
         var inode = try existing(id)

@@ -20,6 +20,8 @@ public struct FSRequest: Codable, Sendable, Equatable {
     public var flags: UInt32?
     public var xattrName: String?
     public var xattrValue: Data?
+    /// `CREATE`: a small file's bytes, committed with its name.
+    public var data: Data?
     /// `SETCONTENT`: the file's new content, made of segments already pushed with `CONTENT PUSH`.
     public var content: FileContent?
     public init() {}
@@ -32,6 +34,8 @@ public struct FSReply: Codable, Sendable, Equatable {
     public var xattrValue: Data?
     public var xattrNames: [String]?
     public var usage: RingUsage?
+    /// After a change of names: the attributes of the directories it changed.
+    public var directories: [InodeStat]?
     public init() {}
 
     public struct Entry: Codable, Sendable, Equatable {

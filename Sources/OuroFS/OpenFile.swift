@@ -145,6 +145,7 @@ final class OpenFile: @unchecked Sendable {
     /// Pushes the spool as the file's new content (close, fsync); the error goes back to the application.
     func flush() throws {
         try lock.withLock {
+            if fileSystem.isPending(inode), try nameCreatedFile() { return }
             guard dirty else { return }
             let size = sizeBytes
             let spool = spool
@@ -166,6 +167,38 @@ final class OpenFile: @unchecked Sendable {
                 fileSystem.logger.error("push failed", metadata: ["inode": "\(inode)", "bytes": "\(size)", "error": "\(error)"])
                 throw FileSystemError(error)
             }
+        }
+    }
+
+    /// The first close of a file created here: names it in the catalog, with its bytes if they are few (one commit
+    /// for create, write and close). Returns true when nothing is left to push.
+    private func nameCreatedFile() throws -> Bool {
+        do {
+            let size = sizeBytes
+            if dirty, size <= UInt64(Limits.inlineContentBytes) {
+                var bytes = [UInt8](repeating: 0, count: Int(size))
+                if size > 0 {
+                    _ = try bytes.withUnsafeMutableBytes { try preadFully(spool, $0, 0) }
+                }
+                guard let named = try fileSystem.nameCreated(inode, data: bytes) else { return false }
+                stat = named
+                dirty = false
+                readAhead = nil
+                if let mtime = pendingMtime {
+                    var request = FSRequest()
+                    request.inode = inode
+                    request.mtimeNs = mtime
+                    stat = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? stat
+                    pendingMtime = nil
+                }
+                return true
+            }
+            if let named = try fileSystem.nameCreated(inode, data: nil), !dirty { stat = named }
+            return !dirty
+        } catch let error as FileSystemError {
+            throw error
+        } catch {
+            throw FileSystemError(error)
         }
     }
 

@@ -20,6 +20,9 @@ public struct RingFileSystemOptions: Sendable {
     public var segmentBytes: UInt64 = 64 << 20
     /// Segment pushes running at once across the mount.
     public var segmentPushes = 2
+    /// How long the kernel may cache attributes (`--attr-timeout`); a directory's attributes returned by our own
+    /// change of it are reused for as long.
+    public var attributeSeconds = 1.0
 
     public init(cacheDirectory: String, spoolLimitBytes: UInt64) {
         self.cacheDirectory = cacheDirectory
@@ -45,6 +48,22 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     private var handles: [UInt64: OpenFile] = [:]
     private var nextHandle: UInt64 = 1
     private var spooledBytes: UInt64 = 0
+    /// Directories whose attributes came back with a change we made, and when: the kernel asks for them at once
+    /// (the change made its copy stale), and this answers without a round trip for `attributeSeconds`.
+    private var freshDirectories: [UInt64: (stat: InodeStat, at: Double)] = [:]
+    /// Files created here (`open` with O_CREAT|O_TRUNC, not O_EXCL) that the catalog does not name yet: the first
+    /// close names them, with their bytes when small, in one commit (`FS CREATE`). Anything else that could see or
+    /// change such a name (a listing of its directory, a rename, a link, a chmod, another open…) names it first.
+    /// Until then other mounts do not see it, which close-to-open allows. By inode number.
+    private var pendingCreates: [UInt64: PendingCreate] = [:]
+    /// Held while naming a pending file, so that it is named once.
+    private let namingLock = Lock()
+
+    struct PendingCreate {
+        var parent: UInt64
+        var name: String
+        var stat: InodeStat
+    }
 
     public init(ring: RingClient, options: RingFileSystemOptions, logger: Logger) throws {
         self.ring = ring
@@ -78,7 +97,14 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         var request = FSRequest()
         build(&request)
         do {
-            return try ring.fs(operation, request, idempotent: idempotent)
+            let reply = try ring.fs(operation, request, idempotent: idempotent)
+            if let directories = reply.directories {
+                let now = monotonicSeconds()
+                lock.withLock { for stat in directories { freshDirectories[stat.inode.id] = (stat, now) } }
+            } else if let inode = request.inode, !idempotent {
+                lock.withLock { _ = freshDirectories.removeValue(forKey: inode) }  // SETATTR, xattrs: ask next time
+            }
+            return reply
         } catch {
             throw FileSystemError(error, xattr: xattr)
         }
@@ -100,6 +126,9 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func lookup(parent: UInt64, name: String) throws -> FileAttributes {
         try Self.checkName(name)
+        if let pending = lock.withLock({ pendingCreates.values.first { $0.parent == parent && $0.name == name } }) {
+            return attributes(pending.stat)
+        }
         let reply = try fs("LOOKUP", idempotent: true) { $0.parent = parent; $0.name = name }
         return attributes(reply.stat!)
     }
@@ -107,12 +136,51 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func forget(inode: UInt64, count: UInt64) {}
 
     public func getattr(inode: UInt64) throws -> FileAttributes {
-        try attributes(stat(inode))
+        let now = monotonicSeconds()
+        let fresh: InodeStat? = lock.withLock {
+            guard let entry = freshDirectories.removeValue(forKey: inode) else { return nil }
+            return now - entry.at < options.attributeSeconds ? entry.stat : nil
+        }
+        if let fresh { return attributes(fresh) }
+        if let pending = lock.withLock({ pendingCreates[inode] }) { return attributes(pending.stat) }
+        return try attributes(stat(inode))
+    }
+
+    // MARK: Files named on their first close
+
+    func isPending(_ inode: UInt64) -> Bool { lock.withLock { pendingCreates[inode] != nil } }
+
+    /// Names a pending file in the catalog, with `data` as its content if given; nil if it was named already.
+    func nameCreated(_ inode: UInt64, data: [UInt8]?) throws -> InodeStat? {
+        try namingLock.withLock {
+            guard let pending = lock.withLock({ pendingCreates[inode] }) else { return nil }
+            let reply = try fs("CREATE", idempotent: true) {
+                $0.parent = pending.parent; $0.name = pending.name; $0.inode = inode
+                $0.mode = pending.stat.inode.permissions; $0.uid = pending.stat.inode.uid; $0.gid = pending.stat.inode.gid
+                $0.data = data.map { .init($0) }
+            }
+            lock.withLock { _ = pendingCreates.removeValue(forKey: inode) }
+            return reply.stat
+        }
+    }
+
+    /// Names every pending file in these directories, and `inodes`, before an operation that could see them.
+    func nameCreated(inDirectories directories: [UInt64], inodes: [UInt64] = []) throws {
+        let waiting = lock.withLock {
+            pendingCreates.filter { directories.contains($0.value.parent) || inodes.contains($0.key) }.map(\.key)
+        }
+        for inode in waiting { _ = try nameCreated(inode, data: nil) }
+    }
+
+    /// The last handle of a file that was never named closed (its close failed): nothing will name it now.
+    func dropPending(_ inode: UInt64) {
+        lock.withLock { _ = pendingCreates.removeValue(forKey: inode) }
     }
 
     public func mknod(parent: UInt64, name: String, mode: UInt32, rdev: UInt32, context: RequestContext) throws -> FileAttributes {
         try Self.checkName(name)
         guard let kind = InodeKind(modeBits: mode) else { throw FileSystemError(EINVAL) }
+        try nameCreated(inDirectories: [parent])
         let reply = try fs("MKNOD") {
             $0.parent = parent; $0.name = name; $0.kind = kind; $0.mode = mode & 0o7777; $0.rdev = rdev
             $0.uid = context.uid; $0.gid = context.gid
@@ -122,6 +190,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func mkdir(parent: UInt64, name: String, mode: UInt32, context: RequestContext) throws -> FileAttributes {
         try Self.checkName(name)
+        try nameCreated(inDirectories: [parent])
         let reply = try fs("MKDIR") {
             $0.parent = parent; $0.name = name; $0.mode = mode & 0o7777; $0.uid = context.uid; $0.gid = context.gid
         }
@@ -130,6 +199,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func symlink(target: String, parent: UInt64, name: String, context: RequestContext) throws -> FileAttributes {
         try Self.checkName(name)
+        try nameCreated(inDirectories: [parent])
         let reply = try fs("SYMLINK") {
             $0.parent = parent; $0.name = name; $0.target = target; $0.mode = 0o777; $0.uid = context.uid; $0.gid = context.gid
         }
@@ -143,20 +213,24 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     public func unlink(parent: UInt64, name: String) throws {
+        try nameCreated(inDirectories: [parent])
         _ = try fs("UNLINK") { $0.parent = parent; $0.name = name }
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
+        try nameCreated(inDirectories: [parent])
         _ = try fs("RMDIR") { $0.parent = parent; $0.name = name }
     }
 
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) throws {
         try Self.checkName(newName)
+        try nameCreated(inDirectories: [parent, newParent])
         _ = try fs("RENAME") { $0.parent = parent; $0.name = name; $0.newParent = newParent; $0.newName = newName; $0.flags = flags }
     }
 
     public func link(inode: UInt64, newParent: UInt64, newName: String) throws -> FileAttributes {
         try Self.checkName(newName)
+        try nameCreated(inDirectories: [newParent], inodes: [inode])
         let reply = try fs("LINK") { $0.inode = inode; $0.newParent = newParent; $0.newName = newName }
         return attributes(reply.stat!)
     }
@@ -164,6 +238,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     // MARK: Attributes changes
 
     public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, context: RequestContext) throws -> FileAttributes {
+        try nameCreated(inDirectories: [], inodes: [inode])
         let open = lock.withLock { handle.flatMap { handles[$0] } ?? openFiles[inode] }
         var sizeHandled = false
         if let size = changes.sizeBytes {
@@ -201,7 +276,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     /// The shared open state of `inode`, created from fresh attributes (close-to-open: every open asks the ring).
     func openFile(inode: UInt64, fresh: Bool) throws -> OpenFile {
-        try openFile(current: stat(inode))
+        if let pending = lock.withLock({ pendingCreates[inode] }) { return try openFile(current: pending.stat) }
+        return try openFile(current: stat(inode))
     }
 
     func openFile(current: InodeStat) throws -> OpenFile {
@@ -227,7 +303,10 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             openFiles[file.inode] = nil
             return true
         }
-        if last { file.discard() }
+        if last {
+            file.discard()
+            dropPending(file.inode)
+        }
     }
 
     private func register(_ file: OpenFile) -> UInt64 {
@@ -254,6 +333,17 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, context: RequestContext) throws -> (FileAttributes, UInt64) {
         try Self.checkName(name)
+        if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
+            // Named on its first close: the kernel saw no such name, and O_EXCL is not asked for.
+            let now = nowNanoseconds()
+            let inode = Inode(id: UInt64.random(in: 2...(UInt64(1) << 62)), version: .zero, kind: .file,
+                              permissions: mode & 0o7777, uid: context.uid, gid: context.gid, timeNs: now)
+            let stat = InodeStat(inode: inode, linkCount: 1)
+            lock.withLock { pendingCreates[inode.id] = PendingCreate(parent: parent, name: name, stat: stat) }
+            let file = try openFile(current: stat)
+            return (attributes(stat), register(file))
+        }
+        try nameCreated(inDirectories: [parent])
         let reply = try fs("MKNOD") {
             $0.parent = parent; $0.name = name; $0.kind = .file; $0.mode = mode & 0o7777
             $0.uid = context.uid; $0.gid = context.gid
@@ -304,6 +394,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func opendir(inode: UInt64) throws -> UInt64 { 0 }
 
     public func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry] {
+        try nameCreated(inDirectories: [inode])
         let reply = try fs("READDIR", idempotent: true) { $0.inode = inode }
         return (reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }
     }
@@ -325,6 +416,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func setxattr(inode: UInt64, name: String, value: [UInt8], flags: Int32) throws {
         guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
         guard value.count <= Limits.xattrValueBytes else { throw FileSystemError(E2BIG) }
+        try nameCreated(inDirectories: [], inodes: [inode])
         _ = try fs("SETXATTR", xattr: true) {
             $0.inode = inode; $0.xattrName = name; $0.xattrValue = .init(value); $0.flags = UInt32(bitPattern: flags)
         }
@@ -333,16 +425,19 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func getxattr(inode: UInt64, name: String) throws -> [UInt8] {
         // The kernel asks for security.* on every write: answer without a round trip.
         guard Self.isStored(name) else { throw FileSystemError(ENODATA) }
+        try nameCreated(inDirectories: [], inodes: [inode])
         let reply = try fs("GETXATTR", idempotent: true, xattr: true) { $0.inode = inode; $0.xattrName = name }
         return Array(reply.xattrValue ?? .init())
     }
 
     public func listxattr(inode: UInt64) throws -> [String] {
-        try fs("LISTXATTR", idempotent: true, xattr: true) { $0.inode = inode }.xattrNames ?? []
+        try nameCreated(inDirectories: [], inodes: [inode])
+        return try fs("LISTXATTR", idempotent: true, xattr: true) { $0.inode = inode }.xattrNames ?? []
     }
 
     public func removexattr(inode: UInt64, name: String) throws {
         guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
+        try nameCreated(inDirectories: [], inodes: [inode])
         _ = try fs("REMOVEXATTR", xattr: true) { $0.inode = inode; $0.xattrName = name }
     }
 

@@ -68,8 +68,7 @@ extension Node {
 
     private func send(_ pending: PendingApply, on connection: Connection) throws -> Connection {
         do {
-            try connection.send(pending.header)
-            try connection.socket.write(pending.body)
+            try connection.socket.write(Array((pending.header + "\n").utf8) + pending.body)
             return connection
         } catch {
             connection.socket.abort()
@@ -219,6 +218,17 @@ extension Node {
             reply.xattrValue = value
         case "LISTXATTR":
             reply.xattrNames = try stat(request.inode).inode.xattrs.keys.sorted()
+        case "CREATE":
+            let bytes = request.data.map { [UInt8]($0) }
+            if let bytes, bytes.count > Limits.inlineContentBytes {
+                throw OuroError(.tooLarge, "CREATE carries at most \(Limits.inlineContentBytes) bytes")
+            }
+            let content = bytes.map { FileContent(id: .random(), inline: $0, start: address) }
+            try mutate { catalog, version, now in
+                try catalog.planCreateFile(parent: request.parent, name: request.name, id: request.inode,
+                                           permissions: request.mode ?? 0o644, uid: uid, gid: gid, content: content,
+                                           version: version, nowNs: now)
+            }
         case "SETCONTENT":
             let content = try assembledContent(request.content)
             try mutate { catalog, version, now in
@@ -228,6 +238,11 @@ extension Node {
             reply.usage = ringUsage()
         default:
             throw OuroError.badRequest("unknown FS operation \(operation)")
+        }
+        if ["MKDIR", "MKNOD", "CREATE", "SYMLINK", "LINK", "UNLINK", "RMDIR", "RENAME"].contains(operation) {
+            // The changed directories' new attributes: the kernel asks for them right after (their mtime moved).
+            let parents = Set([request.parent, request.newParent].compactMap { $0 })
+            reply.directories = catalog.read { catalog in parents.compactMap { catalog.inode($0).map { catalog.stat($0) } } }
         }
         return reply
     }

@@ -21,16 +21,15 @@ final class ClientSession {
 
     func reply(_ line: String) throws { try socket.write(line + "\n") }
 
+    /// Header and body in one write: one segment, so the client wakes once for the whole answer.
     func replyBinary<T: BinaryCodable>(_ value: T) throws {
         let body = WireBinary.encode(value)
-        try socket.write("OK \(body.count)\n")
-        try socket.write(body)
+        try socket.write(Array("OK \(body.count)\n".utf8) + body)
     }
 
     func replyJSON<T: Encodable>(_ value: T) throws {
         let body = WireJSON.encode(value)
-        try socket.write("OK \(body.count)\n")
-        try socket.write(body)
+        try socket.write(Array("OK \(body.count)\n".utf8) + body)
     }
 }
 

@@ -41,9 +41,9 @@ struct MountCommand: ParsableCommand {
         var disk = statvfs()
         mkdir(cache, 0o700)
         let available = statvfs(cache, &disk) == 0 ? UInt64(disk.f_bavail) * UInt64(disk.f_frsize) : 1 << 30
-        let fileSystem = try RingFileSystem(ring: ring, options: RingFileSystemOptions(cacheDirectory: cache,
-                                                                                      spoolLimitBytes: available / 10 * 8),
-                                            logger: logger)
+        var fileSystemOptions = RingFileSystemOptions(cacheDirectory: cache, spoolLimitBytes: available / 10 * 8)
+        fileSystemOptions.attributeSeconds = attrTimeout
+        let fileSystem = try RingFileSystem(ring: ring, options: fileSystemOptions, logger: logger)
         var mountOptions = FuseMountOptions(attributeTimeoutSeconds: attrTimeout)
         if noAllowOther { mountOptions.allowOther = false }
         mountOptions.defaultPermissions = !noDefaultPermissions

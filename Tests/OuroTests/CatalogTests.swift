@@ -258,6 +258,37 @@ import Testing
         #expect(book.catalog.liveContentIDs() == [replacement.id])
     }
 
+    /// A file a mount names on its first close: created with the mount's inode number and its bytes; a retry changes
+    /// nothing; a name another client created meanwhile is replaced (its inode is gone if that was its only name);
+    /// a directory of that name is not.
+    @Test func createFileNamedOnClose() throws {
+        let book = Book()
+        let bytes: [UInt8] = Array("small".utf8)
+        let content = FileContent(id: ContentID.random(), inline: bytes, start: NodeAddress("127.0.0.1:7000")!)
+        func create(_ name: String, _ id: UInt64, _ content: FileContent?) throws -> Catalog.Change {
+            try book.run { catalog, version, now in
+                try catalog.planCreateFile(parent: Inode.rootID, name: name, id: id, permissions: 0o640, uid: 5, gid: 6,
+                                           content: content, version: version, nowNs: now)
+            }
+        }
+        let first = try create("f", 9001, content)
+        #expect(first.resultInode == 9001)
+        let created = try #require(book.catalog.lookup(parent: Inode.rootID, name: "f"))
+        #expect(created.id == 9001 && created.permissions == 0o640 && created.uid == 5 && created.gid == 6)
+        #expect(try created.content?.checkedInlineBytes() == bytes)
+        #expect(try create("f", 9001, content).records.isEmpty, "a retry")
+        let (other, _) = try book.put("g")
+        #expect(Self.code { _ = try create("g", 9001, nil) } == .exists, "the inode number is taken by another name")
+        // Replacing another client's file: it loses its only name and is gone.
+        _ = try create("g", 9002, nil)
+        #expect(book.catalog.lookup(parent: Inode.rootID, name: "g")?.id == 9002)
+        #expect(book.catalog.inode(other) == nil)
+        _ = try book.make(.directory, "d")
+        #expect(Self.code { _ = try create("d", 9003, nil) } == .isDir)
+        #expect(Self.code { _ = try create("h", 0, nil) } == .badRequest)
+    }
+
+    // MARK: Merging
     // MARK: Merging
     // MARK: Merging
 

@@ -36,6 +36,36 @@ struct MountRingTests {
         }
     }
 
+    @Test("files created with O_TRUNC are named on their first close; everything that could see them names them first")
+    func createdFilesNamedOnClose() throws {
+        try MountedRing.with(mountOn: [0, 1], label: "named-on-close") { ring in
+            // Each sequence runs on a local directory and in the mount: the same output and the same files.
+            try ring.expectSameAsLocal("pending", #"""
+                exec 3>a; printf one >&3; mv a b; exec 3>&-; cat b; echo
+                exec 3>c; printf two >&3; ln c d; exec 3>&-; cat d; echo
+                exec 3>f; exec 3>&-; wc -c < f
+                exec 3>g; printf four >&3; chmod 600 g; exec 3>&-; stat -c %a g; cat g; echo
+                mkdir h; exec 3>h/i; printf five >&3; rmdir h 2>/dev/null || echo not empty; exec 3>&-; cat h/i; echo
+                exec 3>j; printf six >&3; ls; exec 3>&-
+                exec 3>k; head -c 100000 /dev/zero >&3; exec 3>&-; wc -c < k
+                exec 3>m; printf seven >&3; setfattr -n user.k -v v m; exec 3>&-; getfattr --only-values -n user.k m; echo
+                printf eight > l; printf nine > l; cat l; echo
+                exec 3>n; printf ten >&3; exec 4<n; cat <&4; exec 4<&-; exec 3>&-; echo
+                exec 3>o; printf eleven >&3; mkdir o 2>/dev/null || echo exists; exec 3>&-
+                """#)
+            // Closed in one mount: the other sees it. A name created in the second mount while the first still has
+            // its own create open is replaced at the first's close: the last close wins, in both mounts.
+            try ring.ok(#"printf 'from A' > "$M/x""#)
+            #expect(try ring.ok(#"cat "$M1/x""#) == "from A")
+            // (The writer keeps its only descriptor open across the other mount's create: no close of a copy of it,
+            // which would flush and name the file early, as `printf >&3` in a shell does.)
+            let during = try ring.ok(#"{ printf mine; sleep 1.5; } > "$M/y" & sleep 0.3; printf theirs > "$M1/y"; cat "$M1/y"; wait"#)
+            #expect(during == "theirs")
+            let both = try ring.ok(#"cat "$M/y"; echo; cat "$M1/y""#)
+            #expect(both == "mine\nmine")
+        }
+    }
+
     /// The first file chunk at or beyond `offset` whose primary holder is not `excluded` (the mount's own node,
     /// which also answers its metadata), with that holder's ring index.
     static func chunkHolder(in content: FileContent, atOrBeyond offset: UInt64, excluding excluded: Int,
