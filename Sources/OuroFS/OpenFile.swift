@@ -150,24 +150,30 @@ final class OpenFile: @unchecked Sendable {
             let size = sizeBytes
             let spool = spool
             do {
-                var updated = try pushSegmented() ?? fileSystem.ring.retrying { ring in
+                let updated = try pushSegmented() ?? fileSystem.ring.retrying { ring in
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
-                if let mtime = pendingMtime {
-                    var request = FSRequest()
-                    request.inode = inode
-                    request.mtimeNs = mtime
-                    updated = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? updated
-                }
-                stat = updated
-                dirty = false
-                pendingMtime = nil
-                readAhead = nil
+                try pushed(updated)
             } catch {
                 fileSystem.logger.error("push failed", metadata: ["inode": "\(inode)", "bytes": "\(size)", "error": "\(error)"])
                 throw FileSystemError(error)
             }
         }
+    }
+
+    /// The spool is the ring's content now (`updated`): the mtime the application set goes after it; clean again.
+    private func pushed(_ updated: InodeStat) throws {
+        var updated = updated
+        if let mtime = pendingMtime {
+            var request = FSRequest()
+            request.inode = inode
+            request.mtimeNs = mtime
+            updated = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? updated
+        }
+        stat = updated
+        dirty = false
+        pendingMtime = nil
+        readAhead = nil
     }
 
     /// The first close of a file created here: names it in the catalog, with its bytes if they are few (one commit
@@ -181,16 +187,7 @@ final class OpenFile: @unchecked Sendable {
                     _ = try bytes.withUnsafeMutableBytes { try preadFully(spool, $0, 0) }
                 }
                 guard let named = try fileSystem.nameCreated(inode, data: bytes) else { return false }
-                stat = named
-                dirty = false
-                readAhead = nil
-                if let mtime = pendingMtime {
-                    var request = FSRequest()
-                    request.inode = inode
-                    request.mtimeNs = mtime
-                    stat = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? stat
-                    pendingMtime = nil
-                }
+                try pushed(named)
                 return true
             }
             if let named = try fileSystem.nameCreated(inode, data: nil), !dirty { stat = named }

@@ -116,7 +116,8 @@ struct PullCommand: ParsableCommand {
         var written: UInt64 = 0
         do {
             if let content = stat.inode.content {
-                try ContentReader(content: content, pool: pool).stream(parallelism: parallel) { bytes in
+                // Chunks held by nodes on this machine are read from their files (short-circuit), the rest over TCP.
+                try ContentReader(content: content, pool: pool, local: LocalChunkFiles(pool: pool)).stream(parallelism: parallel) { bytes in
                     var offset = 0
                     while offset < bytes.count {
                         let count = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
