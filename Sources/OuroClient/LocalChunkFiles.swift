@@ -31,7 +31,9 @@ public final class LocalChunkFiles: LocalChunkSource, @unchecked Sendable {
 
     public func readLocal(_ chunk: ChunkID, holders: [NodeAddress], offset: UInt64,
                           into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+        // Our own duplicate: another thread may close the cached descriptor (expiry, eviction) meanwhile.
         guard let fd = descriptor(for: chunk, holders: holders) else { return false }
+        defer { close(fd) }
         if buffer.count >= 256 << 10 {
             // Several readers share one descriptor, so the kernel's read-ahead sees a random pattern: ask for the
             // whole range at once instead of page by page.
@@ -52,9 +54,9 @@ public final class LocalChunkFiles: LocalChunkSource, @unchecked Sendable {
 
     private func descriptor(for chunk: ChunkID, holders: [NodeAddress]) -> Int32? {
         let now = monotonicSeconds()
-        if let fd: Int32 = lock.withLock({
+        if let fd: Int32 = lock.withLock({ () -> Int32? in
             guard let file = files[chunk] else { return nil }
-            if now - file.opened < descriptorSeconds { return file.fd }
+            if now - file.opened < descriptorSeconds { return dup(file.fd) }
             close(file.fd)
             files[chunk] = nil
             return nil
@@ -66,14 +68,14 @@ public final class LocalChunkFiles: LocalChunkSource, @unchecked Sendable {
             return lock.withLock {
                 if let raced = files[chunk] {
                     close(fd)
-                    return raced.fd
+                    return dup(raced.fd)
                 }
                 if files.count >= maxOpenFiles, let oldest = files.min(by: { $0.value.opened < $1.value.opened }) {
                     close(oldest.value.fd)
                     files[oldest.key] = nil
                 }
                 files[chunk] = OpenChunk(fd: fd, opened: now)
-                return fd
+                return dup(fd)
             }
         }
         return nil

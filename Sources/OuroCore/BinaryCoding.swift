@@ -95,7 +95,7 @@ public struct BinaryReader {
         // Each element takes at least one byte: a count beyond what is left is malformed, not an allocation.
         guard count <= bytes.count - offset else { throw .badRequest("malformed binary payload") }
         var values: [T] = []
-        values.reserveCapacity(count)
+        values.reserveCapacity(min(count, 1024))  // elements may be large: grow as they actually arrive
         for _ in 0..<count { values.append(try read(&self)) }
         return values
     }
@@ -203,6 +203,8 @@ extension FileContent: BinaryCodable {
         inlineData = try reader.optional { reader throws(OuroError) in try reader.data() }
         inlineCRC32C = try reader.optional { reader throws(OuroError) in try reader.u32() }
         segments = try reader.optional { reader throws(OuroError) in try reader.value([FileContent].self) }
+        // Segments are one level deep; a nesting would only be a way to exhaust the decoder's stack.
+        guard segments?.allSatisfy({ $0.segments == nil }) ?? true else { throw .badRequest("malformed binary payload: nested segments") }
     }
 }
 

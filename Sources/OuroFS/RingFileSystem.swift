@@ -100,7 +100,11 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             let reply = try ring.fs(operation, request, idempotent: idempotent)
             if let directories = reply.directories {
                 let now = monotonicSeconds()
-                lock.withLock { for stat in directories { freshDirectories[stat.inode.id] = (stat, now) } }
+                lock.withLock {
+                    for stat in directories where (freshDirectories[stat.inode.id]?.stat.inode.version ?? .zero) < stat.inode.version {
+                        freshDirectories[stat.inode.id] = (stat, now)
+                    }
+                }
             } else if let inode = request.inode, !idempotent {
                 lock.withLock { _ = freshDirectories.removeValue(forKey: inode) }  // SETATTR, xattrs: ask next time
             }
@@ -165,11 +169,25 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     /// Names every pending file in these directories, and `inodes`, before an operation that could see them.
+    /// A file that cannot be named (another client made a directory of that name) fails only operations on
+    /// itself; its close reports the error.
     func nameCreated(inDirectories directories: [UInt64], inodes: [UInt64] = []) throws {
         let waiting = lock.withLock {
             pendingCreates.filter { directories.contains($0.value.parent) || inodes.contains($0.key) }.map(\.key)
         }
-        for inode in waiting { _ = try nameCreated(inode, data: nil) }
+        for inode in waiting {
+            do {
+                _ = try nameCreated(inode, data: nil)
+            } catch {
+                if inodes.contains(inode) { throw error }
+                logger.warning("a new file could not be named yet", metadata: ["inode": "\(inode)", "error": "\(error)"])
+            }
+        }
+    }
+
+    func nameAllCreated() throws {
+        let directories = lock.withLock { pendingCreates.values.map(\.parent) }
+        try nameCreated(inDirectories: directories)
     }
 
     /// The last handle of a file that was never named closed (its close failed): nothing will name it now.
@@ -218,13 +236,13 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
-        try nameCreated(inDirectories: [parent])
+        try nameAllCreated()  // the directory removed may hold some: they make it not empty
         _ = try fs("RMDIR") { $0.parent = parent; $0.name = name }
     }
 
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) throws {
         try Self.checkName(newName)
-        try nameCreated(inDirectories: [parent, newParent])
+        try nameAllCreated()  // a directory replaced by the rename may hold some
         _ = try fs("RENAME") { $0.parent = parent; $0.name = name; $0.newParent = newParent; $0.newName = newName; $0.flags = flags }
     }
 
@@ -283,17 +301,19 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     func openFile(current: InodeStat) throws -> OpenFile {
         let inode = current.inode.id
         guard current.inode.kind == .file else { throw FileSystemError(current.inode.kind == .directory ? EISDIR : EINVAL) }
-        return lock.withLock {
+        let (file, shared): (OpenFile, Bool) = lock.withLock {
             if let existing = openFiles[inode] {
                 existing.references += 1
-                existing.refresh(current)
-                return existing
+                return (existing, true)
             }
             let file = OpenFile(stat: current, fileSystem: self)
             file.references = 1
             openFiles[inode] = file
-            return file
+            return (file, false)
         }
+        // Outside our lock: an open file's lock is always taken first (flush and write take ours inside theirs).
+        if shared { file.refresh(current) }
+        return file
     }
 
     func close(_ file: OpenFile) {

@@ -30,6 +30,9 @@ public final class CatalogStore: @unchecked Sendable {
     /// so `changes(after:)` finds what is new without sorting the whole catalog.
     private var order: [(seq: UInt64, key: RecordKey)] = []
     private var sequence: UInt64 = 0
+    /// The last sequence number known to be on disk: `CATALOG SYNC` serves nothing newer, so no peer's cursor can
+    /// pass a record a crash might still take back (and whose number a later record would then reuse).
+    private var durableSequence: UInt64 = 0
     private var clock: UInt64 = 0
     private var log: FileDescriptor
     private let path: FilePath
@@ -46,10 +49,11 @@ public final class CatalogStore: @unchecked Sendable {
         log = FileDescriptor(rawValue: -1)
         var lines = 0
         var legacy = false
+        var damaged = false
         if let bytes = FileManagerLite.read(path) {
             legacy = bytes.first == UInt8(ascii: "{")
             let entries = legacy ? try Self.readJSONLines(bytes, path: path, logger: logger)
-                                 : try Self.readFrames(bytes, path: path, logger: logger)
+                                 : try Self.readFrames(bytes, path: path, logger: logger, damaged: &damaged)
             for entry in entries {
                 switch entry {
                 case .header(let value):
@@ -58,6 +62,7 @@ public final class CatalogStore: @unchecked Sendable {
                     if let content = record.inode?.content, content.isInline, (try? content.checkedInlineBytes()) == nil {
                         // Rot in the log: leave the record out; a peer hands the intact one back at the next sync.
                         logger.error("dropping a catalog record whose inline bytes are damaged", metadata: ["inode": "\(record.inode!.id)"])
+                        damaged = true
                         continue
                     }
                     lines += 1
@@ -66,11 +71,13 @@ public final class CatalogStore: @unchecked Sendable {
             }
         }
         if legacy { incarnation = "" }  // rewritten in the binary format below
-        if incarnation.isEmpty || lines > 2 * latest.count + 1000 {
+        // A record left out renumbers the ones after it: peers must not go on from their old cursors.
+        if incarnation.isEmpty || damaged || lines > 2 * latest.count + 1000 {
             try rewrite()
         } else {
             log = try FileDescriptor.open(path, .writeOnly, options: [.append, .closeOnExec])
         }
+        durableSequence = sequence
         logger.info("catalog loaded", metadata: ["records": "\(latest.count)", "files": "\(catalog.fileCount)"])
     }
 
@@ -87,7 +94,7 @@ public final class CatalogStore: @unchecked Sendable {
     /// (tag 0, incarnation), every other one a record (tag 1, sequence, `CatalogRecord`). A frame that runs past the
     /// end is a torn append (a crash mid-write, never acknowledged): it is cut off, or the next append would be
     /// glued to it. A frame whose checksum fails is rot: skipped (the peers hold the record too).
-    private static func readFrames(_ bytes: [UInt8], path: FilePath, logger: Logger) throws -> [LoadedEntry] {
+    private static func readFrames(_ bytes: [UInt8], path: FilePath, logger: Logger, damaged: inout Bool) throws -> [LoadedEntry] {
         guard bytes.count >= magic.count, Array(bytes[..<magic.count]) == magic else {
             logger.error("the catalog log has no known header; starting from the peers' copies", metadata: ["path": "\(path)"])
             return []
@@ -107,6 +114,7 @@ public final class CatalogStore: @unchecked Sendable {
             offset += 8 + Int(length)
             guard CRC32C.checksum(payload) == crc else {
                 logger.error("skipping a damaged record in the catalog log", metadata: ["offset": "\(offset)"])
+                damaged = true
                 continue
             }
             var reader = BinaryReader(payload)
@@ -218,9 +226,10 @@ public final class CatalogStore: @unchecked Sendable {
 
     /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
     public func syncLog() throws {
-        let log = lock.withLock { self.log }
+        let (log, upTo) = lock.withLock { (self.log, sequence) }
         do {
             try log.sync()
+            lock.withLock { durableSequence = max(durableSequence, upTo) }
         } catch let error as Errno {
             logger.critical("catalog log sync failed", metadata: ["error": "\(error)"])
             throw ChunkStore.wireError(error, "writing the catalog log")
@@ -241,7 +250,10 @@ public final class CatalogStore: @unchecked Sendable {
         guard !bytes.isEmpty else { return [] }
         do {
             _ = try bytes.withUnsafeBytes { try log.writeAll($0) }
-            if sync { try log.sync() }
+            if sync {
+                try log.sync()
+                durableSequence = sequence
+            }
         } catch let error as Errno {
             // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge.
             logger.critical("catalog log write failed", metadata: ["error": "\(error)"])
@@ -265,6 +277,7 @@ public final class CatalogStore: @unchecked Sendable {
             var index = low
             while index < order.count {
                 let (seq, key) = order[index]
+                guard seq <= durableSequence else { break }
                 index += 1
                 guard let entry = latest[key], entry.seq == seq else { continue }
                 if batch.count == limit { return (batch, last, true) }

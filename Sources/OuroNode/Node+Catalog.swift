@@ -155,6 +155,7 @@ extension Node {
                 }
                 var stat = catalog.stat(inode)
                 stat.inode.content?.inlineData = nil  // attributes only; GETATTR on open brings the bytes
+                stat.inode.content?.segments = nil
                 return stat
             }
         case "GETATTR":
@@ -176,6 +177,7 @@ extension Node {
                     var stat = catalog.stat(entry.inode)
                     stat.inode.content?.chunks = []
                     stat.inode.content?.inlineData = nil
+                    stat.inode.content?.segments = nil
                     stat.inode.xattrs = [:]
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }
@@ -254,15 +256,23 @@ extension Node {
     func assembledContent(_ proposed: FileContent?) throws -> FileContent {
         guard let segments = proposed?.segments, !segments.isEmpty else { throw OuroError.badRequest("SETCONTENT needs segments") }
         var byHolder: [NodeAddress: [ChunkID]] = [:]
+        var total: UInt64 = 0
         for segment in segments {
-            let layout = ChunkLayout(sizeBytes: segment.sizeBytes, parts: segment.chunks.count)
-            guard segment.segments == nil, !segment.isInline, !segment.chunks.isEmpty,
-                  segment.chunks.indices.allSatisfy({ segment.chunks[$0].lengthBytes == layout.lengthBytes(ofChunk: $0) }),
+            // Checked in this order so that nothing below can trap on a crafted request.
+            guard segment.segments == nil, !segment.isInline, !segment.chunks.isEmpty, segment.chunks.count <= 999,
                   segment.chunks.allSatisfy({ !$0.holders.isEmpty }) else {
                 throw OuroError.badRequest("malformed segment \(segment.id)")
             }
+            let layout = ChunkLayout(sizeBytes: segment.sizeBytes, parts: segment.chunks.count)
+            let (sum, overflow) = total.addingReportingOverflow(segment.sizeBytes)
+            guard !overflow, sum <= configuration.maxFileSizeBytes,
+                  segment.chunks.indices.allSatisfy({ segment.chunks[$0].lengthBytes == layout.lengthBytes(ofChunk: $0) }) else {
+                throw OuroError.badRequest("malformed segment \(segment.id)")
+            }
+            total = sum
             for (index, placement) in segment.chunks.enumerated() {
-                for holder in placement.holders { byHolder[holder, default: []].append(segment.chunkID(index)) }
+                let chunk = try ChunkID(contentID: segment.id, index: index, parts: segment.chunks.count)
+                for holder in placement.holders { byHolder[holder, default: []].append(chunk) }
             }
         }
         let problems = parallelMap(Array(byHolder), width: 16) { [self] holder, ids -> String? in

@@ -104,7 +104,10 @@ public final class Node: @unchecked Sendable {
     public func stop() {
         connectionsLock.withLock { stopping = true }
         listener.shutdown()
-        if localListener >= 0 { Glibc.shutdown(localListener, Int32(SHUT_RDWR)) }
+        if localListener >= 0 {
+            Glibc.shutdown(localListener, Int32(SHUT_RDWR))
+            if let path = localSocketPath { unlink(path) }
+        }
     }
 
     var isStopping: Bool { connectionsLock.withLock { stopping } }

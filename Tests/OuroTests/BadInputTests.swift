@@ -32,6 +32,8 @@ import Testing
 
     static let pings = String(repeating: "NODE PING\n", count: 3)
 
+    static func fsCall(_ operation: String, _ json: String) -> String { "FS \(operation) \(json.utf8.count)\n" + json }
+
     static let exchanges: [Exchange] = [
         Exchange("unknown command, then the connection still serves", "FOO BAR\nNODE PING\n",
                  ["ERR BAD_REQUEST unknown command: FOO BAR", "PONG"]),
@@ -56,6 +58,14 @@ import Testing
         Exchange("FILE PULL ../x", "FILE PULL ../x\nNODE PING\n", ["ERR BAD_REQUEST '.' and '..' are not allowed in names", "PONG"]),
         Exchange("header line over 8 KiB", "FILE PULL \(String(repeating: "a", count: 9000))\n" + pings,
                  ["ERR TOO_LARGE line longer than 8192 bytes"]),
+        Exchange("CONTENT PUSH over --max-file-size", "CONTENT PUSH 1048577\n" + pings,
+                 ["ERR TOO_LARGE content of 1048577 bytes exceeds the limit of 1048576 bytes"]),
+        Exchange("FS SETCONTENT with a segment of no chunks", fsCall("SETCONTENT", #"{"inode":1,"content":{"id":"0123456789abcdef0123456789abcdef","sizeBytes":5,"start":"127.0.0.1:1","copies":1,"chunks":[],"segments":[{"id":"00000000000000000000000000000001","sizeBytes":5,"start":"127.0.0.1:1","copies":1,"chunks":[]}]}}"#) + "NODE PING\n",
+                 ["ERR BAD_REQUEST malformed segment 00000000000000000000000000000001", "PONG"]),
+        Exchange("FS SETCONTENT without segments", fsCall("SETCONTENT", #"{"inode":1}"#) + "NODE PING\n",
+                 ["ERR BAD_REQUEST SETCONTENT needs segments", "PONG"]),
+        Exchange("FS … BIN with a truncated binary payload", "FS GETATTR 3 BIN\n\u{1}\u{2}\u{3}NODE PING\n",
+                 ["ERR BAD_REQUEST malformed binary payload", "PONG"]),
         Exchange("CHUNK RELAY that names another node", "CHUNK RELAY 0123456789abcdef0123456789abcdef 10 1 1 127.0.0.1:1,127.0.0.1:2\n" + pings,
                  ["ERR BAD_REQUEST this node is {self}, not position 1 of the chain"]),
     ]

@@ -52,6 +52,7 @@ struct MountRingTests {
                 printf eight > l; printf nine > l; cat l; echo
                 exec 3>n; printf ten >&3; exec 4<n; cat <&4; exec 4<&-; exec 3>&-; echo
                 exec 3>o; printf eleven >&3; mkdir o 2>/dev/null || echo exists; exec 3>&-
+                mkdir q; { printf twelve; sleep 1; } > q/r & sleep 0.3; rmdir q 2>/dev/null || echo not empty; wait; cat q/r; echo
                 """#)
             // Closed in one mount: the other sees it. A name created in the second mount while the first still has
             // its own create open is replaced at the first's close: the last close wins, in both mounts.
