@@ -27,4 +27,7 @@ public enum Limits {
     public static let inlineContentBytes = 8 * 1024
     /// Catalog records per `CATALOG SYNC` reply.
     public static let syncBatchRecords = 2000
+    /// Encoded bytes per `CATALOG SYNC` reply (records with inline bytes or many segments are large), well under
+    /// `jsonPayloadBytes`, which every reply must fit.
+    public static let syncBatchBytes = 16 << 20
 }

@@ -273,6 +273,7 @@ public final class CatalogStore: @unchecked Sendable {
                 if order[middle].seq <= afterSequence { low = middle + 1 } else { high = middle }
             }
             var batch: [CatalogRecord] = []
+            var batchBytes = 0
             var last = afterSequence
             var index = low
             while index < order.count {
@@ -281,6 +282,9 @@ public final class CatalogStore: @unchecked Sendable {
                 index += 1
                 guard let entry = latest[key], entry.seq == seq else { continue }
                 if batch.count == limit { return (batch, last, true) }
+                let size = WireBinary.encode(entry.record).count
+                if !batch.isEmpty && batchBytes + size > Limits.syncBatchBytes { return (batch, last, true) }
+                batchBytes += size
                 batch.append(entry.record)
                 last = seq
             }

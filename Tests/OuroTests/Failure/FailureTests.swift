@@ -193,6 +193,32 @@ struct FailureTests {
         }
     }
 
+    @Test("1b. mount, 3 nodes, --copies 2: a node killed with SIGKILL while a large file is pushed in segments; cp succeeds and every byte is right")
+    func segmentedWriteWhileNodeKilled() throws {
+        try MountedRing.with(nodes: 3, copies: 2, mountOn: [0], label: "fault-segments") { ring in
+            let source = try ring.ok(#"head -c 200M /dev/urandom > "$W/big" && sha256sum < "$W/big""#, timeoutSeconds: 120)
+            let writer = try ring.spawn(#"cp "$W/big" "$M/big" 2>"$W/cp-errors"; echo "cp $?" > "$W/cp-done""#)
+            defer { if writer.process.isRunning { writer.process.forceKill() } }
+            // Node 1 is storing a segment (it has a chunk temp file) while cp still writes: kill it then.
+            try waitUntil("a segment push through node 1", timeoutSeconds: 60, intervalSeconds: 0.001) {
+                !ring.ring.chunkFiles(1).keys.filter { $0.contains(".tmp-") }.isEmpty || writer.process.termination != nil
+            }
+            try #require(writer.process.isRunning, "cp ended before the kill\n\(ring.diagnostics())")
+            ring.ring.kill(1)
+            guard writer.process.wait(seconds: 150) != nil else {
+                writer.process.forceKill()
+                Issue.record("cp did not finish within 150 s of the kill\n\(ring.diagnostics())")
+                return
+            }
+            #expect(try ring.ok(#"cat "$W/cp-done" "$W/cp-errors""#) == "cp 0\n", "\(ring.diagnostics())")
+            #expect(try ring.ok(#"sha256sum < "$M/big""#, timeoutSeconds: 120) == source)
+            // The same bytes from the other survivor, which holds every chunk now or with its copy.
+            let pulled = try Wire.pull(ring.ring.address(2), name: "big")
+            let expected = try #require(readLocalFile(ring.workDirectory + "/big"))
+            #expect(pulled == expected, "FILE PULL from node 2")
+        }
+    }
+
     @Test("2. 5 nodes, --copies 3: two nodes killed at once, every file still readable by ouro pull and through a mount")
     func twoNodesKilledAtOnce() throws {
         try MountedRing.with(nodes: 5, copies: 3, mountOn: [0], label: "fault-two") { ring in
