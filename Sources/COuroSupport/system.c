@@ -7,6 +7,13 @@ int ouro_start_writeback(int fd, long long offset, long long len) {
     return sync_file_range(fd, offset, len, SYNC_FILE_RANGE_WRITE);
 }
 
+int ouro_drop_behind(int fd, long long offset, long long len) {
+    int result = sync_file_range(fd, offset, len,
+                                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    if (result == 0) result = posix_fadvise(fd, offset, len, POSIX_FADV_DONTNEED);
+    return result;
+}
+
 void ouro_limit_malloc_arenas(int arenas) {
     mallopt(M_ARENA_MAX, arenas);
     /* A fixed threshold: only very large buffers are mapped, and unmapped when freed. (By default glibc raises the

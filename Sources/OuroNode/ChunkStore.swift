@@ -139,6 +139,8 @@ public final class ChunkWriter {
     private var finished = false
     /// Bytes already handed to the disk for writing back (see `write`).
     private var writebackStartedBytes: UInt64 = 0
+    /// Bytes already on disk and dropped from the page cache.
+    private var droppedBytes: UInt64 = 0
     private static let writebackStepBytes: UInt64 = 8 << 20
 
     init(store: ChunkStore, chunk: ChunkID, tempPath: FilePath, fd: FileDescriptor) {
@@ -161,6 +163,13 @@ public final class ChunkWriter {
         // Start writing back behind the stream instead of leaving it all to the final fsync: the disk works while
         // the network does, and the fsync at the end has little left to do.
         if writtenBytes - writebackStartedBytes >= Self.writebackStepBytes {
+            // Drop behind (as HDFS's DataNodes can): what was handed to the disk a step ago is written by now, and its
+            // pages leave the cache. A stream of chunks then reuses a few steps of memory instead of filling the page
+            // cache with bytes that are read, if ever, much later; readers get them from disk.
+            if writebackStartedBytes > droppedBytes {
+                _ = ouro_drop_behind(fd.rawValue, Int64(droppedBytes), Int64(writebackStartedBytes - droppedBytes))
+                droppedBytes = writebackStartedBytes
+            }
             _ = ouro_start_writeback(fd.rawValue, Int64(writebackStartedBytes), Int64(writtenBytes - writebackStartedBytes))
             writebackStartedBytes = writtenBytes
         }
@@ -171,6 +180,7 @@ public final class ChunkWriter {
         precondition(!finished, "a chunk is committed once")
         do {
             try fd.sync()
+            _ = posix_fadvise(fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)  // on disk now: the rest leaves the cache too
             try fd.close()
             finished = true
             try FileManagerLite.rename(tempPath, store.path(of: chunk))

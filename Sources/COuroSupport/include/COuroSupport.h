@@ -11,6 +11,10 @@ uint32_t ouro_crc32c(uint32_t crc, const void *data, size_t len);
 /// SYNC_FILE_RANGE_WRITE); 0 or -1 with errno. Durability still comes from fsync.
 int ouro_start_writeback(int fd, long long offset, long long len);
 
+/// Waits until `[offset, offset+len)` of a file is written back, then drops it from the page cache (HDFS's
+/// "drop cache behind writes"); 0 or an error number.
+int ouro_drop_behind(int fd, long long offset, long long len);
+
 /// Caps glibc's malloc arenas (mallopt M_ARENA_MAX: each thread that allocates otherwise gets its own arena, and
 /// memory freed there stays resident) and fixes the mmap threshold, so large buffers go back to the system.
 void ouro_limit_malloc_arenas(int arenas);
