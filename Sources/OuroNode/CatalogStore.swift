@@ -228,7 +228,7 @@ public final class CatalogStore: @unchecked Sendable {
     public func syncLog() throws {
         let (log, upTo) = lock.withLock { (self.log, sequence) }
         do {
-            try log.sync()
+            try log.syncData()
             lock.withLock { durableSequence = max(durableSequence, upTo) }
         } catch let error as Errno {
             logger.critical("catalog log sync failed", metadata: ["error": "\(error)"])
@@ -251,7 +251,7 @@ public final class CatalogStore: @unchecked Sendable {
         do {
             _ = try bytes.withUnsafeBytes { try log.writeAll($0) }
             if sync {
-                try log.sync()
+                try log.syncData()
                 durableSequence = sequence
             }
         } catch let error as Errno {

@@ -179,7 +179,7 @@ public final class ChunkWriter {
     public func commit() throws {
         precondition(!finished, "a chunk is committed once")
         do {
-            try fd.sync()
+            try fd.syncData()
             _ = posix_fadvise(fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)  // on disk now: the rest leaves the cache too
             try fd.close()
             finished = true
@@ -257,6 +257,14 @@ enum FileManagerLite {
 }
 
 extension FileDescriptor {
+    /// fdatasync(2): the data and what is needed to read it back (the size) are on disk; times may lag. For logs
+    /// and chunk files, whose names are made durable by a directory fsync.
+    func syncData() throws {
+        while fdatasync(rawValue) != 0 {
+            if errno != EINTR { throw Errno(rawValue: errno) }
+        }
+    }
+
     /// fsync(2): the file's data and metadata are on disk when this returns.
     func sync() throws {
         while fsync(rawValue) != 0 {
