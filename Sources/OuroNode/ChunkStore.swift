@@ -163,12 +163,14 @@ public final class ChunkWriter {
         // Start writing back behind the stream instead of leaving it all to the final fsync: the disk works while
         // the network does, and the fsync at the end has little left to do.
         if writtenBytes - writebackStartedBytes >= Self.writebackStepBytes {
-            // Drop behind (as HDFS's DataNodes can): what was handed to the disk a step ago is written by now, and its
+            // Drop behind (as HDFS's DataNodes can): what was handed to the disk steps ago is written by now, and its
             // pages leave the cache. A stream of chunks then reuses a few steps of memory instead of filling the page
             // cache with bytes that are read, if ever, much later; readers get them from disk.
-            if writebackStartedBytes > droppedBytes {
-                _ = ouro_drop_behind(fd.rawValue, Int64(droppedBytes), Int64(writebackStartedBytes - droppedBytes))
-                droppedBytes = writebackStartedBytes
+            // Two steps behind, so that the wait finds them written and does not hold up the stream.
+            let dropUpTo = writebackStartedBytes >= 2 * Self.writebackStepBytes ? writebackStartedBytes - 2 * Self.writebackStepBytes : 0
+            if dropUpTo > droppedBytes {
+                _ = ouro_drop_behind(fd.rawValue, Int64(droppedBytes), Int64(dropUpTo - droppedBytes))
+                droppedBytes = dropUpTo
             }
             _ = ouro_start_writeback(fd.rawValue, Int64(writebackStartedBytes), Int64(writtenBytes - writebackStartedBytes))
             writebackStartedBytes = writtenBytes
