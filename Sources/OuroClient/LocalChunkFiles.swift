@@ -52,6 +52,12 @@ public final class LocalChunkFiles: LocalChunkSource, @unchecked Sendable {
         return true
     }
 
+    /// A descriptor of the chunk's file on this machine, checked by its node, for the caller to read and close; nil
+    /// when no holder runs here.
+    public func openChunk(_ chunk: ChunkID, holders: [NodeAddress]) -> Int32? {
+        descriptor(for: chunk, holders: holders)
+    }
+
     private func descriptor(for chunk: ChunkID, holders: [NodeAddress]) -> Int32? {
         let now = monotonicSeconds()
         if let fd: Int32 = lock.withLock({ () -> Int32? in

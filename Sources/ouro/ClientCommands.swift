@@ -1,4 +1,5 @@
 import ArgumentParser
+import COuroSupport
 import Glibc
 import OuroClient
 import OuroCore
@@ -115,9 +116,13 @@ struct PullCommand: ParsableCommand {
         let progress = Progress(label: name, totalBytes: size)
         var written: UInt64 = 0
         do {
-            if let content = stat.inode.content {
+            let local = LocalChunkFiles(pool: pool)
+            if let content = stat.inode.content, !toStdout, Self.copyLocally(content, local: local, to: fd, progress: progress) {
+                written = size
+            } else if let content = stat.inode.content {
+                if !toStdout { guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else { throw OuroError(.internal, "rewinding \(temp)") } }
                 // Chunks held by nodes on this machine are read from their files (short-circuit), the rest over TCP.
-                try ContentReader(content: content, pool: pool, local: LocalChunkFiles(pool: pool)).stream(parallelism: parallel) { bytes in
+                try ContentReader(content: content, pool: pool, local: local).stream(parallelism: parallel) { bytes in
                     var offset = 0
                     while offset < bytes.count {
                         let count = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
@@ -143,6 +148,35 @@ struct PullCommand: ParsableCommand {
             if !toStdout { close(fd); unlink(temp) }
             throw fail("pull failed: \(error)")
         }
+    }
+}
+
+extension PullCommand {
+    /// When every chunk has a holder on this machine: the chunk files copied into `fd` in order by the kernel
+    /// (`copy_file_range`, as `cp` does), with no copy through this process. False when any chunk is elsewhere or
+    /// the kernel cannot copy; the caller then starts over with the usual fetch.
+    static func copyLocally(_ content: FileContent, local: LocalChunkFiles, to fd: Int32, progress: Progress) -> Bool {
+        guard !content.isInline else { return false }
+        var sources: [(fd: Int32, length: UInt64)] = []
+        defer { for source in sources { close(source.fd) } }
+        for piece in content.pieces {
+            for (index, placement) in piece.chunks.enumerated() {
+                guard let chunk = local.openChunk(piece.chunkID(index), holders: placement.holders) else { return false }
+                sources.append((chunk, placement.lengthBytes))
+            }
+        }
+        var copied: UInt64 = 0
+        for source in sources {
+            var offset: Int64 = 0
+            while UInt64(offset) < source.length {
+                let count = ouro_copy_file_range(source.fd, &offset, fd, Int(min(source.length - UInt64(offset), 64 << 20)))
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { return false }
+                copied += UInt64(count)
+                progress.update(copied)
+            }
+        }
+        return true
     }
 }
 
