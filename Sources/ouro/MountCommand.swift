@@ -37,6 +37,7 @@ struct MountCommand: ParsableCommand {
         let logger = Logger(label: "ouro.mount")
         let ring = RingClient(seed: options.node, logger: logger)
         do { try NodeClient(options.node, pool: ring.pool).ping() } catch { throw fail("cannot reach \(options.node): \(error)") }
+        if cacheDir == nil { removeStaleCaches(in: "/var/tmp") }
         let cache = cacheDir ?? "/var/tmp/ouro-cache-\(getpid())"
         var disk = statvfs()
         mkdir(cache, 0o700)
@@ -66,5 +67,18 @@ struct UmountCommand: ParsableCommand {
 
     func run() throws {
         do { try FuseMount.unmount(absolutePath(mountpoint)) } catch { throw fail("\(error)") }
+    }
+}
+
+/// The spool directories of drivers that were killed: their spools were unlinked when created, so only the empty
+/// directory is left; one whose process is gone is removed (rmdir leaves anything that is not empty alone).
+func removeStaleCaches(in parent: String) {
+    guard let directory = opendir(parent) else { return }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+        guard name.hasPrefix("ouro-cache-"), let pid = Int32(name.dropFirst("ouro-cache-".count)),
+              kill(pid, 0) != 0 && errno == ESRCH else { continue }
+        _ = rmdir("\(parent)/\(name)")
     }
 }
