@@ -54,7 +54,7 @@ public final class Connection: @unchecked Sendable {
     /// Sends a header and a `WireBinary` payload in one write: `<header> <length> BIN`.
     public func sendBinary<T: BinaryCodable>(_ header: String, _ value: T) throws {
         let body = WireBinary.encode(value)
-        try socket.write(Array("\(header) \(body.count) BIN\n".utf8) + body)
+        try socket.write(line: "\(header) \(body.count) BIN", then: body)
     }
 
     /// Sends a header and a JSON payload.

@@ -174,7 +174,7 @@ public struct NodeClient: Sendable {
             let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, 0) }
             guard count == Int(sizeBytes) else { throw OuroError(.internal, "cannot read the \(sizeBytes) bytes to write") }
             return try pool.with(address, retry: true) { connection in
-                try connection.socket.write(Array("INODE WRITE \(inode) \(sizeBytes) BIN\n".utf8) + bytes)
+                try connection.socket.write(line: "INODE WRITE \(inode) \(sizeBytes) BIN", then: bytes)
                 return try connection.readBinary(InodeStat.self)
             }
         }

@@ -103,6 +103,34 @@ public final class Socket: ByteSource, @unchecked Sendable {
         try bytes.withUnsafeBytes { try write($0) }
     }
 
+    /// A header line and the payload after it, gathered into one send (one segment, so the peer wakes once)
+    /// without copying the payload next to the header.
+    public func write(line: String, then body: [UInt8]) throws {
+        var header = Array((line + "\n").utf8)
+        let sent: Int = header.withUnsafeMutableBytes { head in
+            body.withUnsafeBytes { payload in
+                var parts = [iovec(iov_base: head.baseAddress, iov_len: head.count),
+                             iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)]
+                return parts.withUnsafeMutableBufferPointer { vectors in
+                    var message = msghdr()
+                    message.msg_iov = vectors.baseAddress
+                    message.msg_iovlen = payload.count > 0 ? 2 : 1
+                    var count: Int
+                    repeat { count = sendmsg(fd, &message, Int32(MSG_NOSIGNAL)) } while count < 0 && errno == EINTR
+                    return count
+                }
+            }
+        }
+        // Whatever one call did not take (a full socket buffer, an error) goes the ordinary way, which reports errors.
+        let done = max(sent, 0)
+        if done < header.count {
+            try header.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[done...])) }
+            try write(body)
+        } else if done - header.count < body.count {
+            try body.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[(done - header.count)...])) }
+        }
+    }
+
     /// Tells the peer nothing more will be sent (e.g. after a payload), keeping the read side open.
     public func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 

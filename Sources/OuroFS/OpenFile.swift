@@ -203,7 +203,7 @@ final class OpenFile: @unchecked Sendable {
     /// at once); nil when the file is small or was not written in order, or when any step fails: then the whole
     /// spool is pushed as one content, as for any file. Streaming starts over after a whole push.
     private func pushSegmented() throws -> InodeStat? {
-        let pushed = segments.waitUntilIdle()
+        segments.waitUntilIdle()
         let segmentBytes = fileSystem.options.segmentBytes
         defer {
             if streamBroken || sizeBytes < segmentBytes {
@@ -245,7 +245,7 @@ final class OpenFile: @unchecked Sendable {
     /// Frees the spool and cached pieces (the last handle closed).
     func discard() {
         lock.withLock {
-            _ = segments.waitUntilIdle()  // their threads read the spool
+            segments.waitUntilIdle()  // their threads read the spool
             dropSpool()
             readAhead?.clear()
             readAhead = nil
@@ -288,7 +288,7 @@ final class OpenFile: @unchecked Sendable {
     }
 
     private func dropSpool() {
-        _ = segments.waitUntilIdle()
+        segments.waitUntilIdle()
         segments.reset()
         streamedBytes = 0
         streamBroken = false
@@ -355,25 +355,22 @@ final class SegmentPushes: @unchecked Sendable {
 
     func finish(start: UInt64, content: FileContent?) {
         locked {
-            record(start: start, content: content, locked: true)
+            store(content, at: start)
             running -= 1
             pthread_cond_broadcast(&idle)
         }
     }
 
-    func record(start: UInt64, content: FileContent?) { locked { record(start: start, content: content, locked: true) } }
+    func record(start: UInt64, content: FileContent?) { locked { store(content, at: start) } }
 
-    private func record(start: UInt64, content: FileContent?, locked: Bool) {
+    /// A failed push (nil) spoils the whole set: `contiguous` then answers nil.
+    private func store(_ content: FileContent?, at start: UInt64) {
         if let content { pushed[start] = content } else { failed = true }
     }
 
-    /// Waits for every running push; returns whether all pushes so far succeeded.
-    @discardableResult
-    func waitUntilIdle() -> Bool {
-        locked {
-            while running > 0 { pthread_cond_wait(&idle, &mutex) }
-            return !failed
-        }
+    /// Waits for every running push (their threads read the spool).
+    func waitUntilIdle() {
+        locked { while running > 0 { pthread_cond_wait(&idle, &mutex) } }
     }
 
     /// The segments covering exactly `[0, size)`, in order, if every push succeeded.

@@ -282,7 +282,7 @@ public final class CatalogStore: @unchecked Sendable {
                 index += 1
                 guard let entry = latest[key], entry.seq == seq else { continue }
                 if batch.count == limit { return (batch, last, true) }
-                let size = WireBinary.encode(entry.record).count
+                let size = Self.roughSize(entry.record)
                 if !batch.isEmpty && batchBytes + size > Limits.syncBatchBytes { return (batch, last, true) }
                 batchBytes += size
                 batch.append(entry.record)
@@ -290,6 +290,18 @@ public final class CatalogStore: @unchecked Sendable {
             }
             return (batch, last, false)
         }
+    }
+
+    /// About what a record takes encoded, without encoding it (the batch is encoded once, when it is sent): small,
+    /// but for inline bytes, chunk placements and extended attributes, counted generously.
+    private static func roughSize(_ record: CatalogRecord) -> Int {
+        guard let inode = record.inode else { return 256 }
+        var bytes = 256 + (inode.content?.inlineData?.count ?? 0)
+        for piece in inode.content?.pieces ?? [] {
+            bytes += 128
+            for chunk in piece.chunks { bytes += 16 + chunk.holders.reduce(0) { $0 + $1.host.utf8.count + 8 } }
+        }
+        return bytes + inode.xattrs.reduce(0) { $0 + $1.key.utf8.count + $1.value.count + 8 }
     }
 
     public var recordCount: Int { lock.withLock { latest.count } }

@@ -51,6 +51,7 @@ extension Node {
         var peer: NodeAddress
         var connection: Connection?
         var header: String
+        /// The same encoded records for every peer (one buffer, not a copy each).
         var body: [UInt8]
     }
 
@@ -68,7 +69,7 @@ extension Node {
 
     private func send(_ pending: PendingApply, on connection: Connection) throws -> Connection {
         do {
-            try connection.socket.write(Array((pending.header + "\n").utf8) + pending.body)
+            try connection.socket.write(line: pending.header, then: pending.body)
             return connection
         } catch {
             connection.socket.abort()

@@ -114,10 +114,11 @@ extension Node {
                             throw OuroError.unavailable("relay to \(chain[position + 1]) failed: \(error)")
                         }
                     }
-                    crc.update(bytes)
+                    // A chunk stored here is checksummed by its writer already; only pass-through bytes need it here.
+                    if writers[index] == nil { crc.update(bytes) }
                     remaining -= UInt64(count)
                 }
-                checksums[index] = crc
+                checksums[index] = writers[index]?.crc ?? crc
             }
         }
         // Make our copies durable while the next hops finish theirs.

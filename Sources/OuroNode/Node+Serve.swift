@@ -24,12 +24,12 @@ final class ClientSession {
     /// Header and body in one write: one segment, so the client wakes once for the whole answer.
     func replyBinary<T: BinaryCodable>(_ value: T) throws {
         let body = WireBinary.encode(value)
-        try socket.write(Array("OK \(body.count)\n".utf8) + body)
+        try socket.write(line: "OK \(body.count)", then: body)
     }
 
     func replyJSON<T: Encodable>(_ value: T) throws {
         let body = WireJSON.encode(value)
-        try socket.write(Array("OK \(body.count)\n".utf8) + body)
+        try socket.write(line: "OK \(body.count)", then: body)
     }
 }
 
