@@ -32,6 +32,10 @@ struct MountAttributeTests {
             let missing = try ring.sh(#"cd "$M" && getfattr -n user.x f"#)
             #expect(missing.status != .exited(0))
             #expect(missing.output.contains("No such attribute"), "\(missing)")
+            // Namespaces the ring does not store are "not supported" (so `ls -l` stops asking for labels and ACLs).
+            let unsupported = try ring.sh(#"cd "$M" && getfattr -n security.selinux f; setfattr -n security.x -v 1 f"#)
+            #expect(unsupported.status != .exited(0))
+            #expect(unsupported.output.components(separatedBy: "Operation not supported").count == 3, "\(unsupported)")
         }
     }
 
