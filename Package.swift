@@ -33,7 +33,7 @@ let package = Package(
         ]),
         // The FUSE driver: a FUSE-free file-system layer plus a thin libfuse adapter.
         .target(name: "OuroFS", dependencies: [
-            "OuroCore", "OuroClient", "CFuse",
+            "OuroCore", "OuroClient", "CFuse", "COuroSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -14,6 +14,10 @@ int ouro_drop_behind(int fd, long long offset, long long len) {
     return result;
 }
 
+int ouro_open_unnamed(const char *directory) {
+    return open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
 void ouro_limit_malloc_arenas(int arenas) {
     mallopt(M_ARENA_MAX, arenas);
     /* A fixed threshold: only very large buffers are mapped, and unmapped when freed. (By default glibc raises the

@@ -123,7 +123,9 @@ public enum Request: Sendable, Equatable {
     /// Confirms a chunk is stored here and keeps the janitor off it for another grace period.
     case chunkKeep(ChunkID)
     case catalogSync(incarnation: String, afterSequence: UInt64)
-    case catalogApply(lengthBytes: Int)
+    /// Merges catalog records; `deferSync`: answer once applied and written, and fsync within a few milliseconds
+    /// (the peers beyond the change's copies: they need it at once to serve it, not durable at once).
+    case catalogApply(lengthBytes: Int, deferSync: Bool = false)
     case fs(operation: String, lengthBytes: Int, binary: Bool = false)
 
     /// Bytes that follow the header line, if the request carries a payload that is known from the header alone.
@@ -134,7 +136,7 @@ public enum Request: Sendable, Equatable {
         case .inodeWrite(_, let size, _): size
         case .contentPush(let size): size
         case .chunkPut(_, let length, _): length
-        case .catalogApply(let length): UInt64(length)
+        case .catalogApply(let length, _): UInt64(length)
         case .fs(_, let length, _): UInt64(length)
         default: 0
         }
@@ -220,7 +222,8 @@ public enum Request: Sendable, Equatable {
             guard !incarnation.isEmpty, incarnation.count <= 64 else { throw .badRequest("bad incarnation") }
             self = .catalogSync(incarnation: String(incarnation), afterSequence: try fields.number(UInt64.self, "sequence", last: true))
         case ("CATALOG", "APPLY"):
-            self = .catalogApply(lengthBytes: try fields.jsonLength())
+            let length = try fields.jsonLength(last: false)
+            self = .catalogApply(lengthBytes: length, deferSync: try fields.flag("DEFER"))
         case ("FS", let op?) where op.allSatisfy({ $0.isLetter }) && noun != nil:
             let length = try fields.jsonLength(last: false)
             self = .fs(operation: String(op), lengthBytes: length, binary: try fields.binaryFlag())
@@ -256,9 +259,12 @@ struct Fields {
     }
 
     /// An optional last word `BIN`: payload and reply in `WireBinary` instead of JSON.
-    mutating func binaryFlag() throws(OuroError) -> Bool {
+    mutating func binaryFlag() throws(OuroError) -> Bool { try flag("BIN") }
+
+    /// An optional last word: true if it is `word`.
+    mutating func flag(_ word: String) throws(OuroError) -> Bool {
         guard let field = next() else { return false }
-        guard field == "BIN" else { throw .badRequest("unexpected arguments: \(field.prefix(64))") }
+        guard field == word else { throw .badRequest("unexpected arguments: \(field.prefix(64))") }
         try end()
         return true
     }

@@ -1,3 +1,4 @@
+import COuroSupport
 import Glibc
 import Logging
 import OuroClient
@@ -254,15 +255,23 @@ final class OpenFile: @unchecked Sendable {
 
     // MARK: Spool
 
-    /// Creates the spool if there is none, filled with the current content when `load` (a write into an existing file).
-    private func ensureSpool(load: Bool) throws {
-        guard spool < 0 else { return }
-        var template = Array("\(fileSystem.options.cacheDirectory)/spool-XXXXXX".utf8CString)
+    /// A file without a name (a crashed driver leaves nothing behind): O_TMPFILE in one call, else made and unlinked.
+    private static func makeSpoolFile(in directory: String) throws -> Int32 {
+        let unnamed = ouro_open_unnamed(directory)
+        if unnamed >= 0 { return unnamed }
+        guard errno == EOPNOTSUPP || errno == EISDIR else { throw FileSystemError(errno) }
+        var template = Array("\(directory)/spool-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw FileSystemError(errno) }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        // Unlinked at once: a crashed driver leaves nothing behind.
         unlink(String(cString: template))
+        return fd
+    }
+
+    /// Creates the spool if there is none, filled with the current content when `load` (a write into an existing file).
+    private func ensureSpool(load: Bool) throws {
+        guard spool < 0 else { return }
+        let fd = try Self.makeSpoolFile(in: fileSystem.options.cacheDirectory)
         spool = fd
         sizeBytes = 0
         guard load, let content = stat.inode.content, content.sizeBytes > 0 else { return }

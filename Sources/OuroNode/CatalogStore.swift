@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Logging
 import OuroClient
@@ -207,10 +208,33 @@ public final class CatalogStore: @unchecked Sendable {
         try lock.withLock { try body(catalog) }
     }
 
-    /// Merges records from elsewhere; stores and returns the ones that changed something.
+    /// Merges records from elsewhere; stores and returns the ones that changed something. They are on disk when
+    /// this returns, or with `deferSync` within `deferredSyncMilliseconds` (many such merges share one fsync).
+    /// The fsync runs outside the lock: reads and other merges go on meanwhile.
     @discardableResult
-    public func merge(_ records: [CatalogRecord]) throws -> [CatalogRecord] {
-        try lock.withLock { try applyLocked(records) }
+    public func merge(_ records: [CatalogRecord], deferSync: Bool = false) throws -> [CatalogRecord] {
+        let applied = try lock.withLock { try applyLocked(records) }
+        if !deferSync {
+            try syncLog()  // also when nothing was new: the same records may have come before with DEFER
+        } else if !applied.isEmpty {
+            scheduleSync()
+        }
+        return applied
+    }
+
+    public static let deferredSyncMilliseconds = 10
+    private var syncScheduled = false
+
+    private func scheduleSync() {
+        let first = lock.withLock {
+            defer { syncScheduled = true }
+            return !syncScheduled
+        }
+        guard first else { return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Self.deferredSyncMilliseconds)) { [self] in
+            lock.withLock { syncScheduled = false }
+            try? syncLog()  // a failure is logged there
+        }
     }
 
     /// Plans a change against the current catalog with a fresh version, applies it and appends it to the log.
@@ -218,7 +242,7 @@ public final class CatalogStore: @unchecked Sendable {
     public func mutate(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (Catalog.Change, InodeStat?) {
         try lock.withLock {
             let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
-            _ = try applyLocked(change.records, sync: false)
+            _ = try applyLocked(change.records)
             let stat = change.resultInode.flatMap { catalog.inode($0) }.map { catalog.stat($0) }
             return (change, stat)
         }
@@ -226,7 +250,8 @@ public final class CatalogStore: @unchecked Sendable {
 
     /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
     public func syncLog() throws {
-        let (log, upTo) = lock.withLock { (self.log, sequence) }
+        let (log, upTo, durable) = lock.withLock { (self.log, sequence, durableSequence) }
+        guard durable < upTo else { return }
         do {
             try log.syncData()
             lock.withLock { durableSequence = max(durableSequence, upTo) }
@@ -236,7 +261,8 @@ public final class CatalogStore: @unchecked Sendable {
         }
     }
 
-    private func applyLocked(_ records: [CatalogRecord], sync: Bool = true) throws -> [CatalogRecord] {
+    /// Applies and appends to the log (not fsynced: see `syncLog()`).
+    private func applyLocked(_ records: [CatalogRecord]) throws -> [CatalogRecord] {
         var applied: [CatalogRecord] = []
         var bytes: [UInt8] = []
         for record in records where catalog.apply(record) {
@@ -250,10 +276,6 @@ public final class CatalogStore: @unchecked Sendable {
         guard !bytes.isEmpty else { return [] }
         do {
             _ = try bytes.withUnsafeBytes { try log.writeAll($0) }
-            if sync {
-                try log.syncData()
-                durableSequence = sequence
-            }
         } catch let error as Errno {
             // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge.
             logger.critical("catalog log write failed", metadata: ["error": "\(error)"])

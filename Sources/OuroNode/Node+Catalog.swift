@@ -32,7 +32,9 @@ struct SyncBatch: BinaryCodable {
 extension Node {
     /// Applies a change here (durably), then sends its records to every other live node and waits for them, so a
     /// client that reads from any node afterwards sees it (close-to-open). A node that misses it catches up by sync.
-    /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two.
+    /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two. The change is on disk on
+    /// as many nodes as a file has copies (this one and the next ones in ring order) before the answer; the other
+    /// peers fsync it a few milliseconds later, together with what else came meanwhile (`CATALOG APPLY … DEFER`).
     @discardableResult
     func commitAndBroadcast(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
         let (change, stat) = try catalog.mutate(plan)
@@ -59,8 +61,12 @@ extension Node {
     func sendToPeers(_ records: [CatalogRecord]) -> [PendingApply] {
         guard !records.isEmpty else { return [] }
         let body = WireBinary.encode(records)
-        let header = "CATALOG APPLY \(body.count)"
-        return netmap.liveAddresses.filter { $0 != address }.map { peer in
+        let live = netmap.liveAddresses
+        let after = live.firstIndex(of: address).map { $0 + 1 } ?? 0
+        let peers = (live[after...] + live[..<after]).filter { $0 != address }
+        return peers.enumerated().map { rank, peer in
+            let durableNow = rank < configuration.copies - 1
+            let header = "CATALOG APPLY \(body.count)" + (durableNow ? "" : " DEFER")
             var pending = PendingApply(peer: peer, connection: nil, header: header, body: body)
             pending.connection = try? send(pending, on: pool.take(peer))
             return pending

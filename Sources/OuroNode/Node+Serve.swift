@@ -204,11 +204,11 @@ extension Node {
             try session.reply("OK \(length) \(crc)")
         case .catalogSync(let incarnation, let after):
             try session.replyBinary(syncBatch(incarnation: incarnation, after: after))
-        case .catalogApply(let length):
+        case .catalogApply(let length, let deferSync):
             let payload = try session.reader.readBytes(length)
             // The payload is consumed: from here on an error is answered and the connection carries on.
             do {
-                try catalog.merge(WireBinary.decode([CatalogRecord].self, from: payload))
+                try catalog.merge(WireBinary.decode([CatalogRecord].self, from: payload), deferSync: deferSync)
                 try session.reply("OK")
             } catch let error as OuroError {
                 try session.reply(error.line)

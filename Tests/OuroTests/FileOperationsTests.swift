@@ -30,6 +30,29 @@ import Testing
         #expect(try ring.pull(0, name: "a") == [7])
     }
 
+    /// A change is answered once it is on disk on `copies` nodes and applied on every live one; the nodes asked to
+    /// fsync it a little later (`CATALOG APPLY … DEFER`) hand it out by `CATALOG SYNC` once they have.
+    @Test func catalogChangesReachEveryNode() throws {
+        let ring = try Ring(nodes: 4, label: "deferred")  // copies 2: node 1 fsyncs before the answer, 2 and 3 after
+        defer { ring.shutdown() }
+        let name = "on-every-node"
+        #expect(try ring.push(0, name: name, bytes: Array("x".utf8)).last == "OK")
+        for node in 1..<4 {
+            #expect(try ring.list(node).map(\.name) == [name], "node \(node) right after the answer")
+        }
+        for node in 1..<4 {
+            try waitUntil("node \(node) serves the change by CATALOG SYNC", timeoutSeconds: 5) {
+                let socket = try ring.connect(node)
+                defer { socket.close() }
+                try socket.send("CATALOG SYNC - 0\n")
+                socket.shutdownWrite()
+                guard let header = try socket.readLine(), header.hasPrefix("OK ") else { return false }
+                let batch = try socket.readToEnd()
+                return batch.count == Int(header.dropFirst(3)) && batch.firstRange(of: Array(name.utf8)) != nil
+            }
+        }
+    }
+
     /// Twelve pushes to three nodes at the same moment: every one lands whole, with its own placement.
     @Test func concurrentPushes() throws {
         let ring = try Ring(nodes: 3, label: "concpush")

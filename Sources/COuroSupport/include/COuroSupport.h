@@ -18,6 +18,10 @@ int ouro_drop_behind(int fd, long long offset, long long len);
 /// copy_file_range(2) from `in` at `*in_offset` (advanced) to `out` at its file offset; bytes copied or -1.
 long long ouro_copy_file_range(int in, long long *in_offset, int out, size_t length);
 
+/// An unnamed file in `directory` (O_TMPFILE, read-write, close-on-exec): gone when closed, even after a crash;
+/// -1 with errno (EOPNOTSUPP where the file system has no unnamed files).
+int ouro_open_unnamed(const char *directory);
+
 /// Caps glibc's malloc arenas (mallopt M_ARENA_MAX: each thread that allocates otherwise gets its own arena, and
 /// memory freed there stays resident) and fixes the mmap threshold, so large buffers go back to the system.
 void ouro_limit_malloc_arenas(int arenas);
