@@ -54,11 +54,14 @@ public struct RingUsage: Codable, Sendable, Equatable {
     public var freeBytes: UInt64
     public var availableBytes: UInt64
     public var files: UInt64
-    public init(totalBytes: UInt64, freeBytes: UInt64, availableBytes: UInt64, files: UInt64) {
+    /// Which disk this is (machine id and device): nodes that share one are counted once.
+    public var disk: String?
+    public init(totalBytes: UInt64, freeBytes: UInt64, availableBytes: UInt64, files: UInt64, disk: String? = nil) {
         self.totalBytes = totalBytes
         self.freeBytes = freeBytes
         self.availableBytes = availableBytes
         self.files = files
+        self.disk = disk
     }
 }
 

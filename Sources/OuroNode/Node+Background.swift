@@ -58,6 +58,7 @@ extension Node {
             let neighbours = Set([map.liveSuccessor(of: address), map.livePredecessor(of: address)].compactMap { $0 })
             var reachedAll = true
             for peer in neighbours where !pullCatalog(from: peer, cursors: &cursors) { reachedAll = false }
+            refreshPeerDisks(map)
             // Garbage collection trusts the catalog only once it has heard from its neighbours.
             if reachedAll { markCaughtUp() }
         }

@@ -33,8 +33,8 @@ extension Node {
     /// Applies a change here (durably), then sends its records to every other live node and waits for them, so a
     /// client that reads from any node afterwards sees it (close-to-open). A node that misses it catches up by sync.
     /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two. The change is on disk on
-    /// as many nodes as a file has copies (this one and the next ones in ring order) before the answer; the other
-    /// peers fsync it a few milliseconds later, together with what else came meanwhile (`CATALOG APPLY … DEFER`).
+    /// as many disks as a file has copies (this node's, then those of the next nodes in ring order) before the
+    /// answer; the other peers fsync it a few milliseconds later, with what else came meanwhile (`… DEFER`).
     @discardableResult
     func commitAndBroadcast(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
         let (change, stat) = try catalog.mutate(plan)
@@ -64,9 +64,9 @@ extension Node {
         let live = netmap.liveAddresses
         let after = live.firstIndex(of: address).map { $0 + 1 } ?? 0
         let peers = (live[after...] + live[..<after]).filter { $0 != address }
-        return peers.enumerated().map { rank, peer in
-            let durableNow = rank < configuration.copies - 1
-            let header = "CATALOG APPLY \(body.count)" + (durableNow ? "" : " DEFER")
+        let syncNow = peersThatSyncNow(peers)
+        return peers.map { peer in
+            let header = "CATALOG APPLY \(body.count)" + (syncNow.contains(peer) ? "" : " DEFER")
             var pending = PendingApply(peer: peer, connection: nil, header: header, body: body)
             pending.connection = try? send(pending, on: pool.take(peer))
             return pending
@@ -318,7 +318,9 @@ extension Node {
         let peers = netmap.liveAddresses.filter { $0 != address }
         let others = parallelMap(peers, width: 16) { [self] peer in try? NodeClient(peer, pool: pool).usage() }
         var usage = diskUsage()
+        var counted: Set<String> = usage.disk.map { [$0] } ?? []
         for other in others.compactMap({ $0 }) {
+            if let disk = other.disk, !counted.insert(disk).inserted { continue }  // a disk shared with a node counted
             usage.totalBytes += other.totalBytes
             usage.freeBytes += other.freeBytes
             usage.availableBytes += other.availableBytes

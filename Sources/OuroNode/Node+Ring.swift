@@ -122,7 +122,7 @@ extension Node {
     func diskUsage() -> RingUsage {
         let disk = chunks.diskUsage()
         return RingUsage(totalBytes: disk.total, freeBytes: disk.free, availableBytes: disk.available,
-                         files: UInt64(catalog.read { $0.fileCount }))
+                         files: UInt64(catalog.read { $0.fileCount }), disk: ownDisk)
     }
 
     func info() -> NodeInfo {

@@ -55,6 +55,9 @@ public final class Node: @unchecked Sendable {
     private var openConnections = 0
     private var stopping = false
     let verifier = ChunkVerifier()
+    /// The disk this node's data is on, and those of the other members (see `DiskIdentity`).
+    let ownDisk: String?
+    let peerDisks = PeerDisks()
     let repair = RepairState()
     private let caughtUp = CaughtUpFlag()
 
@@ -65,6 +68,7 @@ public final class Node: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         try FileManagerLite.createDirectory(configuration.dataDirectory)
+        ownDisk = DiskIdentity.of(configuration.dataDirectory)
         listener = try ListeningSocket(address: configuration.listen)
         address = listener.address
         chunks = try ChunkStore(directory: configuration.dataDirectory.appending("chunks"))

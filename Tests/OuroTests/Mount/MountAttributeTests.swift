@@ -43,10 +43,14 @@ struct MountAttributeTests {
     func diskFree() throws {
         try MountedRing.with(label: "df") { ring in
             let output = try ring.ok(#"""
-                df -B1 --output=size,used,avail "$M" | tail -n 1 && stat -f -c '%b %S %l' "$M" && df -P "$M" | tail -n 1
+                df -B1 --output=size,used,avail "$M" | tail -n 1 && stat -f -c '%b %S %l' "$M" && df -P "$M" | tail -n 1 &&
+                df -B1 --output=size "$W" | tail -n 1
                 """#)
             let lines = Lines.of(output)
-            try #require(lines.count == 3, "unexpected df output: \(output)")
+            try #require(lines.count == 4, "unexpected df output: \(output)")
+            // The test ring's nodes all keep their data on the disk of $W: counted once, not once per node.
+            let ringSize = lines[0].split(separator: " ").first.flatMap { UInt64($0) }
+            #expect(ringSize != nil && ringSize == UInt64(lines[3].split(separator: " ").joined()), "ring vs its one disk: \(output)")
             let numbers = lines[0].split(separator: " ").compactMap { UInt64($0) }
             try #require(numbers.count == 3, "unexpected df line: \(lines[0])")
             let (size, used, available) = (numbers[0], numbers[1], numbers[2])
