@@ -30,6 +30,8 @@ void ouro_limit_malloc_arenas(int arenas) {
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 static int unix_address(const char *path, struct sockaddr_un *address) {
     memset(address, 0, sizeof *address);
@@ -66,6 +68,21 @@ int ouro_unix_connect(const char *path) {
         return -1;
     }
     return fd;
+}
+
+int ouro_peer_pid(int sock) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    return credentials.pid;
+}
+
+int ouro_same_network_namespace(int pid) {
+    char path[64];
+    struct stat mine, theirs;
+    snprintf(path, sizeof path, "/proc/%d/ns/net", pid);
+    if (stat("/proc/self/ns/net", &mine) != 0 || stat(path, &theirs) != 0) return -1;
+    return mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino;
 }
 
 int ouro_send_with_fd(int sock, const void *data, size_t length, int fd) {

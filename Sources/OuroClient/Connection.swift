@@ -11,7 +11,15 @@ public final class Connection: @unchecked Sendable {
 
     public init(to address: NodeAddress, timeoutMilliseconds: Int = Limits.connectTimeoutMilliseconds) throws {
         self.address = address
-        socket = try Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
+        socket = try LocalRoutes.shared.connect(address, timeoutMilliseconds: timeoutMilliseconds)
+            ?? Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
+        reader = FramedReader(source: socket)
+    }
+
+    /// A connection over a socket already open to `address`.
+    init(_ address: NodeAddress, over socket: Socket) {
+        self.address = address
+        self.socket = socket
         reader = FramedReader(source: socket)
     }
 

@@ -1,3 +1,4 @@
+import COuroSupport
 import Glibc
 import OuroCore
 
@@ -6,7 +7,7 @@ public final class Socket: ByteSource, @unchecked Sendable {
     public let fd: Int32
     public let peer: String
 
-    init(fd: Int32, peer: String) {
+    public init(fd: Int32, peer: String) {
         self.fd = fd
         self.peer = peer
         var one: Int32 = 1
@@ -60,6 +61,15 @@ public final class Socket: ByteSource, @unchecked Sendable {
             close(fd)
         }
         throw OuroError.unavailable("cannot connect to \(address): \(String(cString: strerror(lastError)))")
+    }
+
+    /// Connects to a Unix socket (a node's `<data>/node.sock`); `peer` names the node in errors.
+    public static func connect(unixPath path: String, peer: String) throws -> Socket {
+        let fd = ouro_unix_connect(path)
+        guard fd >= 0 else { throw OuroError.unavailable("cannot connect to \(path): \(String(cString: strerror(errno)))") }
+        let socket = Socket(fd: fd, peer: peer)
+        socket.setTimeouts(seconds: Limits.ioTimeoutSeconds)
+        return socket
     }
 
     /// A send or receive blocked this long fails with UNAVAILABLE.

@@ -246,6 +246,11 @@ enum FileManagerLite {
         try directory.closeAfter { try directory.sync() }
     }
 
+    static func size(_ path: FilePath) -> Int? {
+        var info = stat()
+        return stat(path.string, &info) == 0 ? Int(info.st_size) : nil
+    }
+
     static func read(_ path: FilePath) -> [UInt8]? {
         guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
         defer { try? fd.close() }

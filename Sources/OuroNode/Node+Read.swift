@@ -147,10 +147,26 @@ extension Node {
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             startThread(name: "local-conn") { [self] in
-                defer { close(client) }
                 var timeout = timeval(tv_sec: Limits.ioTimeoutSeconds, tv_usec: 0)
                 setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                // `CHUNK OPEN` is answered here, with a descriptor; any other first request starts an ordinary
+                // session, as on the TCP port (clients on this machine: `LocalRoutes`).
+                let chunkOpen = Array("CHUNK OPEN".utf8)
+                var first = [UInt8](repeating: 0, count: chunkOpen.count)
+                func peek(_ flags: Int32) -> Int {
+                    first.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, Int32(MSG_PEEK) | flags) }
+                }
+                var peeked = peek(0)
+                if peeked > 0, peeked < first.count, !first[..<peeked].contains(0x0A), chunkOpen.starts(with: first[..<peeked]) {
+                    peeked = peek(Int32(MSG_WAITALL))  // the rest of a line that may be `CHUNK OPEN`
+                }
+                guard peeked > 0 else { close(client); return }
+                guard peeked == first.count, first == chunkOpen else {
+                    serveAdmitted(Socket(fd: client, peer: "local"))
+                    return
+                }
+                defer { close(client) }
                 var line: [UInt8] = []
                 var buffer = [UInt8](repeating: 0, count: 256)
                 while !line.contains(0x0A) && line.count < Limits.headerLineBytes {

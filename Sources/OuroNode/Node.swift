@@ -160,20 +160,23 @@ public final class Node: @unchecked Sendable {
 
     private func acceptLoop() {
         while let socket = listener.accept() {
-            let admitted: Bool = connectionsLock.withLock {
-                guard !stopping, openConnections < Limits.maxConnections else { return false }
-                openConnections += 1
-                return true
-            }
-            guard admitted else {
-                try? socket.write("ERR UNAVAILABLE too many connections\n")
-                continue
-            }
-            startThread(name: "conn") { [self] in
-                serve(socket)
-                connectionsLock.withLock { openConnections -= 1 }
-            }
+            startThread(name: "conn") { [self] in serveAdmitted(socket) }
         }
+    }
+
+    /// Serves one connection (on its own thread) unless too many are open.
+    func serveAdmitted(_ socket: Socket) {
+        let admitted: Bool = connectionsLock.withLock {
+            guard !stopping, openConnections < Limits.maxConnections else { return false }
+            openConnections += 1
+            return true
+        }
+        guard admitted else {
+            try? socket.write("ERR UNAVAILABLE too many connections\n")
+            return
+        }
+        serve(socket)
+        connectionsLock.withLock { openConnections -= 1 }
     }
 }
 

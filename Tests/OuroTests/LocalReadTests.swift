@@ -45,6 +45,55 @@ import Testing
         #expect(reply.hasPrefix("ERR BAD_REQUEST"), "\(reply)")
     }
 
+    /// Clients on the nodes' machine talk to them over their Unix socket (`LocalRoutes`), which serves the whole
+    /// protocol; a route holds only for the node process it was checked with.
+    @Test func ordinarySessionsOverTheLocalSocket() throws {
+        let ring = try Ring(nodes: 2, label: "local-route")
+        defer { ring.shutdown() }
+        let path = ring.members[0].dataDirectory + "/node.sock"
+        #expect(try rawLocalRequest(path, "NODE PING\n") == "PONG\n")
+
+        let connection = try Connection(to: ring.address(0))
+        #expect(Self.family(of: connection.socket.fd) == AF_UNIX, "a connection to a node on this machine goes over its socket")
+        try connection.send("NODE STATUS")
+        #expect(try connection.readReply() == "PORT \(ring.address(0))")
+        #expect(try NodeClient(ring.address(1), pool: ConnectionPool()).list().isEmpty)
+
+        // Node 0 stops and another process listens at its socket's path: nothing meant for node 0 reaches it.
+        ring.stop(0)
+        unlink(path)
+        let impostor = try Self.listen(path)
+        defer { close(impostor); unlink(path) }
+        #expect(throws: (any Error).self) { try Connection(to: ring.address(0)) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        var waiting = pollfd(fd: impostor, events: Int16(POLLIN), revents: 0)
+        if poll(&waiting, 1, 0) == 1 {
+            let stray = accept(impostor, nil, nil)
+            defer { close(stray) }
+            #expect(recv(stray, &buffer, buffer.count, Int32(MSG_DONTWAIT)) <= 0, "a request went to the wrong process")
+        }
+    }
+
+    private static func family(of fd: Int32) -> Int32 {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int32(address.ss_family)
+    }
+
+    private static func listen(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        _ = withUnsafeMutableBytes(of: &address.sun_path) { raw in path.utf8CString.withUnsafeBytes { raw.copyMemory(from: $0) } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(bound == 0 && Glibc.listen(fd, 8) == 0, "listen on \(path): \(String(cString: strerror(errno)))")
+        return fd
+    }
+
     private func rawLocalRequest(_ path: String, _ line: String) throws -> String {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         try #require(fd >= 0)

@@ -31,6 +31,12 @@ void ouro_limit_malloc_arenas(int arenas);
 int ouro_unix_listen(const char *path, int backlog);
 int ouro_unix_connect(const char *path);
 
+/// The process id at the other end of a connected Unix socket (SO_PEERCRED), or -1.
+int ouro_peer_pid(int sock);
+
+/// 1 if process `pid` is in this process's network namespace, 0 if not, -1 if that cannot be told.
+int ouro_same_network_namespace(int pid);
+
 /// Sends `length` bytes, with `fd` attached (SCM_RIGHTS) unless it is negative; 0 or -1 with errno.
 int ouro_send_with_fd(int sock, const void *data, size_t length, int fd);
 

@@ -106,16 +106,19 @@ extension FailureTests {
         let before = generator.bytes(70_001)
         #expect(try ring.push(0, name: "before.bin", bytes: before).last == "OK")
 
-        // The machine loses power while each node appends to its catalog log: every log ends in half a record.
+        // The machine loses power while each node appends to its catalog log: every log ends in half a record,
+        // written where the next record goes (over the zeros the log keeps ahead of its end).
         for node in 0..<3 { ring.members[node].process?.send(SIGKILL) }
         for node in 0..<3 { ring.kill(node) }
         for node in 0..<3 {
             let path = ring.members[node].dataDirectory + "/catalog.log"
             let log = try #require(readLocalFile(path))
-            let lastLine = log.dropLast().split(separator: 0x0A).last.map(Array.init) ?? []
-            let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+            let (lastFrame, end) = try #require(Self.lastCatalogFrame(log), "no record in \(path)")
+            #expect(log.count > end, "the log keeps zeros ahead of its end")
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
             try #require(fd >= 0)
-            _ = Array(lastLine.prefix(lastLine.count / 2)).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let torn = Array(lastFrame.prefix(8 + (lastFrame.count - 8) / 2))  // its header, half its record
+            _ = torn.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(end)) }
             fsync(fd)
             close(fd)
         }
@@ -144,6 +147,19 @@ extension FailureTests {
                 expectBytes(pulled, file.1, "\(file.0) from node \(node) after the second crash")
             }
         }
+    }
+
+    /// The last frame of a catalog log (`OUROCAT2`, then `u32 length, u32 CRC, payload` frames up to a zero length)
+    /// and where the next one goes.
+    static func lastCatalogFrame(_ log: [UInt8]) -> ([UInt8], Int)? {
+        func u32(_ at: Int) -> Int { log[at..<at + 4].reversed().reduce(0) { $0 << 8 | Int($1) } }
+        var offset = 8
+        var last: Range<Int>?
+        while offset + 8 <= log.count, u32(offset) > 0, offset + 8 + u32(offset) <= log.count {
+            last = offset..<offset + 8 + u32(offset)
+            offset = last!.upperBound
+        }
+        return last.map { (Array(log[$0]), offset) }
     }
 
     @Test("4d. small files written through a mount (kept inline in the catalog) survive every node killed with SIGKILL")
