@@ -112,6 +112,7 @@ public final class Node: @unchecked Sendable {
             Glibc.shutdown(localListener, Int32(SHUT_RDWR))
             if let path = localSocketPath { unlink(path) }
         }
+        try? catalog.syncLog()  // what peers sent with DEFER, not fsynced yet
     }
 
     var isStopping: Bool { connectionsLock.withLock { stopping } }
