@@ -166,10 +166,13 @@ extension PullCommand {
             }
         }
         var copied: UInt64 = 0
+        let step: Int64 = 64 << 20
         for source in sources {
             var offset: Int64 = 0
             while UInt64(offset) < source.length {
-                let count = ouro_copy_file_range(source.fd, &offset, fd, Int(min(source.length - UInt64(offset), 64 << 20)))
+                // The next step is read from disk while this one is copied (the copy reads on demand).
+                _ = posix_fadvise(source.fd, off_t(offset + step), off_t(step), POSIX_FADV_WILLNEED)
+                let count = ouro_copy_file_range(source.fd, &offset, fd, Int(min(source.length - UInt64(offset), UInt64(step))))
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else { return false }
                 copied += UInt64(count)
