@@ -11,9 +11,21 @@ public final class Connection: @unchecked Sendable {
 
     public init(to address: NodeAddress, timeoutMilliseconds: Int = Limits.connectTimeoutMilliseconds) throws {
         self.address = address
-        socket = try LocalRoutes.shared.connect(address, timeoutMilliseconds: timeoutMilliseconds)
-            ?? Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
-        reader = FramedReader(source: socket)
+        if let local = LocalRoutes.shared.connect(address, timeoutMilliseconds: timeoutMilliseconds) {
+            socket = local  // the node's own socket: no secret needed
+            reader = FramedReader(source: socket)
+        } else {
+            socket = try Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
+            reader = FramedReader(source: socket)
+            try authenticate()
+        }
+    }
+
+    /// Sends the cluster secret, if this process has one (`ClientSecret`), before anything else on a TCP connection.
+    func authenticate() throws {
+        guard let secret = ClientSecret.current else { return }
+        try send("NODE AUTH \(secret)")
+        try expectOK()
     }
 
     /// A connection over a socket already open to `address`.

@@ -47,7 +47,7 @@ public final class LocalRoutes: @unchecked Sendable {
     /// Asks the node over TCP for its Unix socket, then checks who answers there.
     private func discover(_ address: NodeAddress, timeoutMilliseconds: Int) -> (Socket?, (path: String, pid: Int32)?) {
         guard let tcp = try? Connection(address, over: Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)),
-              (try? tcp.send("NODE LOCAL")) != nil, let reply = try? tcp.readReply(), reply.hasPrefix("OK /") else {
+              (try? tcp.authenticate()) != nil, (try? tcp.send("NODE LOCAL")) != nil, let reply = try? tcp.readReply(), reply.hasPrefix("OK /") else {
             return (nil, nil)
         }
         let path = String(reply.dropFirst(3))

@@ -115,9 +115,8 @@ public struct NodeClient: Sendable {
         let connection = try Connection(to: address)
         try connection.send("FILE LIST")
         var rows: [(String, String, UInt64)] = []
-        guard let header = try connection.reader.readLine(), header == "name,start,size" else {
-            throw OuroError(.internal, "bad FILE LIST header")
-        }
+        let header = try connection.readReply()  // an ERR line (e.g. DENIED) is thrown as itself
+        guard header == "name,start,size" else { throw OuroError(.internal, "bad FILE LIST header: \(header.prefix(80))") }
         var pending = ""
         while let line = try connection.reader.readLine() {
             pending = pending.isEmpty ? line : pending + "\n" + line

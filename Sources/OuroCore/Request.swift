@@ -94,6 +94,8 @@ public struct RelayHeader: Sendable, Equatable {
 /// One request, parsed from its header line. Payload-carrying requests say how many bytes follow.
 public enum Request: Sendable, Equatable {
     case nodePing
+    /// Proves the client knows the cluster secret (required first when the node has one).
+    case nodeAuth(secret: String)
     case nodeStatus
     case nodeNext(NodeAddress)
     case nodeHeal
@@ -151,6 +153,10 @@ public enum Request: Sendable, Equatable {
         let verb = fields.next()
         switch (noun, verb) {
         case ("NODE", "PING"): try fields.end(); self = .nodePing
+        case ("NODE", "AUTH"):
+            let secret = String(try fields.rest())
+            guard ClusterSecret.isValid(secret) else { throw .badRequest("bad secret") }
+            self = .nodeAuth(secret: secret)
         case ("NODE", "STATUS"): try fields.end(); self = .nodeStatus
         case ("NODE", "NEXT"): self = .nodeNext(try fields.address(last: true))
         case ("NODE", "HEAL"): try fields.end(); self = .nodeHeal

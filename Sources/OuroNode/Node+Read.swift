@@ -163,7 +163,7 @@ extension Node {
                 }
                 guard peeked > 0 else { close(client); return }
                 guard peeked == first.count, first == chunkOpen else {
-                    serveAdmitted(Socket(fd: client, peer: "local"))
+                    serveAdmitted(Socket(fd: client, peer: "local"), trusted: true)
                     return
                 }
                 defer { close(client) }

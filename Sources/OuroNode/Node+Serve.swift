@@ -34,8 +34,10 @@ final class ClientSession {
 }
 
 extension Node {
-    func serve(_ socket: Socket) {
+    /// `trusted`: a session on the node's own Unix socket (only its user can connect), which needs no secret.
+    func serve(_ socket: Socket, trusted: Bool = false) {
         let session = ClientSession(socket: socket)
+        var authenticated = trusted || configuration.secret == nil
         while !isStopping {
             socket.setTimeouts(seconds: Limits.idleTimeoutSeconds)
             let line: String?
@@ -61,6 +63,25 @@ extension Node {
                 }
                 guard (try? session.reply(error.line)) != nil else { return }
                 continue
+            }
+            if case .nodeAuth(let offered) = request {
+                guard let secret = configuration.secret, !authenticated else {
+                    guard (try? session.reply("OK")) != nil else { return }
+                    continue
+                }
+                guard ClusterSecret.matches(offered, secret) else {
+                    logger.warning("wrong cluster secret", metadata: ["peer": "\(socket.peer)"])
+                    refuseAndClose(session, OuroError(.denied, "wrong cluster secret"))
+                    return
+                }
+                authenticated = true
+                guard (try? session.reply("OK")) != nil else { return }
+                continue
+            }
+            guard authenticated || request == .nodePing else {
+                // Nothing of an unauthenticated request runs, and a payload it announced is never read as commands.
+                refuseAndClose(session, OuroError(.denied, "this ring has a cluster secret: send NODE AUTH <secret> first"))
+                return
             }
             do {
                 if try handle(request, session) == .close { return }
@@ -110,6 +131,8 @@ extension Node {
         switch request {
         case .nodePing:
             try session.reply("PONG")
+        case .nodeAuth:
+            try session.reply("OK")  // answered in `serve`
         case .nodeStatus:
             try session.reply("PORT \(address)\nNEXT \(next?.description ?? "<unset>")\nOK")
         case .nodeNext(let successor):

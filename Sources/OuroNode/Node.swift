@@ -22,6 +22,8 @@ public struct NodeConfiguration: Sendable {
     public var gracePeriodSeconds = 60
     /// Seconds between two scrub passes over every local chunk copy.
     public var scrubIntervalSeconds = 600
+    /// The cluster secret a TCP client must send first (`ClusterSecret`); nil: none.
+    public var secret: String?
 
     public init(listen: NodeAddress, dataDirectory: FilePath) {
         self.listen = listen
@@ -166,7 +168,7 @@ public final class Node: @unchecked Sendable {
     }
 
     /// Serves one connection (on its own thread) unless too many are open.
-    func serveAdmitted(_ socket: Socket) {
+    func serveAdmitted(_ socket: Socket, trusted: Bool = false) {
         let admitted: Bool = connectionsLock.withLock {
             guard !stopping, openConnections < Limits.maxConnections else { return false }
             openConnections += 1
@@ -176,7 +178,7 @@ public final class Node: @unchecked Sendable {
             try? socket.write("ERR UNAVAILABLE too many connections\n")
             return
         }
-        serve(socket)
+        serve(socket, trusted: trusted)
         connectionsLock.withLock { openConnections -= 1 }
     }
 }

@@ -18,6 +18,8 @@ struct NodeCommand: ParsableCommand {
     @Option(help: "Copies of every chunk (1 = no copies).") var copies = 2
     @Option(name: .customLong("grace-period"), help: "Seconds a node may stay dead before its chunks are re-replicated elsewhere.") var gracePeriod = 60
     @Option(name: .customLong("scrub-interval"), help: "Seconds between scrub passes over every local chunk copy.") var scrubInterval = 600
+    @Option(name: .customLong("secret-file"), help: "File holding the cluster secret: TCP clients must send it first (NODE AUTH), and this node sends it to its peers.")
+    var secretFile: String?
 
     func run() throws {
         Signals.block()
@@ -32,6 +34,10 @@ struct NodeCommand: ParsableCommand {
         configuration.copies = copies
         configuration.gracePeriodSeconds = gracePeriod
         configuration.scrubIntervalSeconds = scrubInterval
+        if let secretFile {
+            do { configuration.secret = try ClientSecret.load(file: secretFile) } catch { throw fail("\(error)") }
+            ClientSecret.use(configuration.secret)
+        }
         let logger = Logger(label: "ouro.node.\(listen)")
         let node: Node
         do {

@@ -32,10 +32,21 @@ extension NodeAddress: ExpressibleByArgument {
     public init?(argument: String) { self.init(argument) }
 }
 
-/// The `--node` option every client command takes.
+/// The `--node` and `--secret-file` options every client command takes.
 struct NodeOption: ParsableArguments {
     @Option(name: .long, help: "A node of the ring (host:port).")
     var node: NodeAddress = NodeAddress(host: "127.0.0.1", port: 7000)
+    @Option(name: .customLong("secret-file"), help: "File holding the ring's cluster secret (default: the file named by OURO_SECRET_FILE, if any).")
+    var secretFile: String?
+
+    func validate() throws {
+        guard let secretFile else { return }
+        do {
+            ClientSecret.use(try ClientSecret.load(file: secretFile))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
 }
 
 /// Fails a command with a message and exit code 1 (no stack trace for the world's failures).

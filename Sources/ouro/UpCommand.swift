@@ -61,10 +61,17 @@ struct UpCommand: ParsableCommand {
     @Option(name: .customLong("gossip-interval"), help: "Milliseconds between pings and catalog syncs.") var gossipInterval = 1000
     @Option(name: .customLong("grace-period"), help: "Seconds a node may stay dead before its chunks are re-replicated.") var gracePeriod = 60
     @Option(help: "Also mount the ring at this directory.") var mount: String?
+    @Option(name: .customLong("secret-file"), help: "File holding the cluster secret every node and client must present.")
+    var secretFile: String?
 
     func run() throws {
         Signals.block()
         guard nodes >= 1, nodes <= 100 else { throw fail("--nodes must be between 1 and 100") }
+        var secretArguments: [String] = []
+        if let secretFile {
+            do { ClientSecret.use(try ClientSecret.load(file: secretFile)) } catch { throw fail("\(error)") }
+            secretArguments = ["--secret-file", absolutePath(secretFile)]
+        }
         let root = absolutePath(data)
         mkdir(root, 0o755)
         let addresses = (0..<nodes).map { NodeAddress(host: host, port: basePort + UInt16($0)) }
@@ -74,7 +81,8 @@ struct UpCommand: ParsableCommand {
             mkdir(directory, 0o755)
             children.append(Child(name: "node \(address)", arguments: [
                 "node", "--listen", address.description, "--data", directory, "--copies", "\(copies)",
-                "--gossip-interval", "\(gossipInterval)", "--grace-period", "\(gracePeriod)"], logPath: "\(directory)/node.log"))
+                "--gossip-interval", "\(gossipInterval)", "--grace-period", "\(gracePeriod)"] + secretArguments,
+                logPath: "\(directory)/node.log"))
         }
         let stopAll = { (children: [Child]) in
             for child in children.reversed() where child.pid > 0 { kill(child.pid, SIGTERM) }
@@ -110,7 +118,7 @@ struct UpCommand: ParsableCommand {
             let mountpoint = absolutePath(mount)
             mkdir(mountpoint, 0o755)
             let driver = Child(name: "mount \(mountpoint)",
-                               arguments: ["mount", "--node", addresses[0].description, mountpoint, "--foreground"],
+                               arguments: ["mount", "--node", addresses[0].description, mountpoint, "--foreground"] + secretArguments,
                                logPath: "\(root)/mount.log")
             try driver.spawn()
             children.append(driver)

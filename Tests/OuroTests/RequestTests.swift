@@ -26,6 +26,7 @@ import Testing
 
     static let accepted: [Accepted] = [
         Accepted(line: "NODE PING", request: .nodePing),
+        Accepted(line: "NODE AUTH s3cret!", request: .nodeAuth(secret: "s3cret!")),
         Accepted(line: "NODE STATUS", request: .nodeStatus),
         Accepted(line: "NODE NEXT 127.0.0.1:7001", request: .nodeNext(address("127.0.0.1:7001"))),
         Accepted(line: "NODE NEXT [::1]:7000", request: .nodeNext(NodeAddress(host: "::1", port: 7000))),
@@ -113,6 +114,8 @@ import Testing
         Refused(line: "FS 123 5", reply: "ERR BAD_REQUEST unknown command: FS 123 5"),
         Refused(line: "X" + String(repeating: "y", count: 100), reply: "ERR BAD_REQUEST unknown command: X" + String(repeating: "y", count: 63)),
         Refused(line: "NODE PING extra", reply: "ERR BAD_REQUEST unexpected arguments: extra"),
+        Refused(line: "NODE AUTH", reply: "ERR BAD_REQUEST missing argument"),
+        Refused(line: "NODE AUTH two words", reply: "ERR BAD_REQUEST bad secret"),
         Refused(line: "NODE STATUS now", reply: "ERR BAD_REQUEST unexpected arguments: now"),
         Refused(line: "NODE HEAL x", reply: "ERR BAD_REQUEST unexpected arguments: x"),
         Refused(line: "NODE INFO x", reply: "ERR BAD_REQUEST unexpected arguments: x"),

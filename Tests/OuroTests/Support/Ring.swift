@@ -12,6 +12,8 @@ final class Ring: @unchecked Sendable {
         var copies = 2
         var gossipIntervalMilliseconds = 200
         var maxFileSizeBytes: UInt64? = nil
+        /// A cluster secret: the nodes get it in a file, and `connect` sends it first.
+        var secret: String? = nil
     }
 
     final class Member {
@@ -33,6 +35,7 @@ final class Ring: @unchecked Sendable {
 
     let directory: String
     let settings: Settings
+    var secretPath: String { directory + "/secret" }
     private(set) var members: [Member] = []
     private var isShutDown = false
 
@@ -43,6 +46,10 @@ final class Ring: @unchecked Sendable {
         self.settings = settings
         directory = try TestEnvironment.makeScratchDirectory(label)
         do {
+            if let secret = settings.secret {
+                try (secret + "\n").write(toFile: secretPath, atomically: true, encoding: .utf8)
+                chmod(secretPath, 0o600)
+            }
             for index in 0..<count {
                 let member = Member(index: index, address: NodeAddress(host: "127.0.0.1", port: 1),
                                     dataDirectory: "\(directory)/node-\(index)", logPath: "\(directory)/node-\(index).log")
@@ -66,6 +73,7 @@ final class Ring: @unchecked Sendable {
         var arguments = ["node", "--listen", member.address.description, "--data", member.dataDirectory,
                          "--gossip-interval", "\(settings.gossipIntervalMilliseconds)", "--copies", "\(settings.copies)"]
         if let max = settings.maxFileSizeBytes { arguments += ["--max-file-size", "\(max)"] }
+        if settings.secret != nil { arguments += ["--secret-file", secretPath] }
         return arguments
     }
 
@@ -171,7 +179,12 @@ final class Ring: @unchecked Sendable {
     // MARK: Requests
 
     func connect(_ index: Int, timeoutSeconds: Int = 30) throws -> TestSocket {
-        try TestSocket(address(index), timeoutSeconds: timeoutSeconds)
+        let socket = try TestSocket(address(index), timeoutSeconds: timeoutSeconds)
+        if let secret = settings.secret {
+            try socket.send("NODE AUTH \(secret)\n")
+            guard try socket.readLine() == "OK" else { throw TestFailure("node \(index) refused the cluster secret") }
+        }
+        return socket
     }
 
     /// Sends one header line, half-closes, and returns every reply line until the node closes.
