@@ -59,7 +59,9 @@ int ouro_unix_listen(const char *path, int backlog) {
 int ouro_unix_connect(const char *path) {
     struct sockaddr_un address;
     if (unix_address(path, &address) != 0) return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a listener that stopped accepting (a frozen node, its backlog full) fails at once (EAGAIN)
+       instead of blocking the caller. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -1;
     if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
         int saved = errno;
@@ -67,6 +69,7 @@ int ouro_unix_connect(const char *path) {
         errno = saved;
         return -1;
     }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return fd;
 }
 
@@ -75,6 +78,13 @@ int ouro_peer_pid(int sock) {
     socklen_t length = sizeof credentials;
     if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
     return credentials.pid;
+}
+
+long long ouro_peer_uid(int sock) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    return credentials.uid;
 }
 
 int ouro_same_network_namespace(int pid) {

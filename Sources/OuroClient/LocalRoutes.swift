@@ -41,19 +41,31 @@ public final class LocalRoutes: @unchecked Sendable {
         }
         let (socket, route) = discover(address, timeoutMilliseconds: timeoutMilliseconds)
         lock.withLock { routes[address] = Route(path: route?.path, pid: route?.pid ?? 0, checkedAt: now) }
+        socket?.setTimeouts(seconds: Limits.ioTimeoutSeconds)
         return socket
     }
 
-    /// Asks the node over TCP for its Unix socket, then checks who answers there.
+    /// Asks the node over TCP for its Unix socket, then checks who answers there. Every step is bounded by the
+    /// caller's connect timeout: a probe with a short one must not wait on a silent node for the I/O timeout.
     private func discover(_ address: NodeAddress, timeoutMilliseconds: Int) -> (Socket?, (path: String, pid: Int32)?) {
-        guard let tcp = try? Connection(address, over: Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)),
-              (try? tcp.authenticate()) != nil, (try? tcp.send("NODE LOCAL")) != nil, let reply = try? tcp.readReply(), reply.hasPrefix("OK /") else {
+        let seconds = max(1, (timeoutMilliseconds + 999) / 1000)
+        guard let tcpSocket = try? Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds) else { return (nil, nil) }
+        tcpSocket.setTimeouts(seconds: seconds)
+        let tcp = Connection(address, over: tcpSocket)
+        guard (try? tcp.authenticate()) != nil, (try? tcp.send("NODE LOCAL")) != nil, let reply = try? tcp.readReply(),
+              reply.hasPrefix("OK /") else {
             return (nil, nil)
         }
         let path = String(reply.dropFirst(3))
         guard let unix = try? Socket.connect(unixPath: path, peer: address.description) else { return (nil, nil) }
+        unix.setTimeouts(seconds: seconds)
+        // The process at the other end: in our network namespace, and the owner of the socket file it listens on.
+        var info = stat()
         let pid = ouro_peer_pid(unix.fd)
-        guard pid > 0, ouro_same_network_namespace(pid) == 1 else { return (nil, nil) }
+        guard pid > 0, ouro_same_network_namespace(pid) == 1, stat(path, &info) == 0,
+              ouro_peer_uid(unix.fd) == Int64(info.st_uid) else {
+            return (nil, nil)
+        }
         let checked = Connection(address, over: unix)
         guard (try? checked.send("NODE STATUS")) != nil, (try? checked.readReply()) == "PORT \(address)",
               (try? checked.readReply())?.hasPrefix("NEXT ") == true, (try? checked.readReply()) == "OK",

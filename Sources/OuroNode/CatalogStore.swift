@@ -39,6 +39,7 @@ public final class CatalogStore: @unchecked Sendable {
     /// Where the next frame goes, and how far the file is written with zeros: appends overwrite zeros written ahead
     /// (`reserveLogSpace`), so their fdatasync need not also write the file's size and block map (half the time of
     /// an append that grows the file, on ext4 here).
+    private var syncFailed = false
     private var logEnd: Int64 = 0
     private var logReserved: Int64 = 0
     static let logReserveBytes: Int64 = 4 << 20
@@ -64,6 +65,14 @@ public final class CatalogStore: @unchecked Sendable {
                                  : try Self.readFrames(bytes, path: path, logger: logger, damaged: &damaged, end: &end)
             logEnd = Int64(end)
             logReserved = Int64(max(end, FileManagerLite.size(path) ?? 0))
+            if !legacy, end < bytes.count, bytes[end...].contains(where: { $0 != 0 }) {
+                // Bytes after the end that are not the zeros written ahead (a crash mid-write of a later page):
+                // gone, so that no later append lands in front of them.
+                guard truncate(path.string, off_t(end)) == 0 else {
+                    throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
+                }
+                logReserved = logEnd
+            }
             for entry in entries {
                 switch entry {
                 case .header(let value):
@@ -287,12 +296,16 @@ public final class CatalogStore: @unchecked Sendable {
 
     /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
     public func syncLog() throws {
-        let (log, upTo, durable) = lock.withLock { (self.log, sequence, durableSequence) }
+        let (log, upTo, durable, failed) = lock.withLock { (self.log, sequence, durableSequence, syncFailed) }
+        // After a failed fsync the kernel may report the next one as a success without the lost pages on disk:
+        // nothing is acknowledged as durable from this log again (a restart reloads it; peers resend the rest).
+        if failed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
         guard durable < upTo else { return }
         do {
             try log.syncData()
             lock.withLock { durableSequence = max(durableSequence, upTo) }
         } catch let error as Errno {
+            lock.withLock { syncFailed = true }
             logger.critical("catalog log sync failed", metadata: ["error": "\(error)"])
             throw ChunkStore.wireError(error, "writing the catalog log")
         }
@@ -306,7 +319,11 @@ public final class CatalogStore: @unchecked Sendable {
         let target = logEnd + count + Self.logReserveBytes
         while logReserved < target {
             let step = Int(min(Int64(zeros.count), target - logReserved))
-            _ = try zeros[..<step].withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logReserved, $0) }
+            do {
+                _ = try zeros[..<step].withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logReserved, $0) }
+            } catch let error as Errno where error == .noSpace {
+                break  // a nearly full disk: whatever room is left is used, and a full one fails the append itself
+            }
             logReserved += Int64(step)
         }
         try log.syncData()

@@ -40,21 +40,45 @@ extension Node {
         let (change, stat) = try catalog.mutate(plan)
         let pending = sendToPeers(change.records)
         try catalog.syncLog()
-        awaitPeers(pending)
+        let delivered = awaitPeers(pending)
+        syncElsewhereIfNeeded(pending, delivered: delivered)
         return stat
-    }
-
-    func broadcast(_ records: [CatalogRecord]) {
-        awaitPeers(sendToPeers(records))
     }
 
     /// One `CATALOG APPLY` in flight to a peer.
     struct PendingApply {
         var peer: NodeAddress
         var connection: Connection?
-        var header: String
+        /// Whether the peer fsyncs before it answers (no `DEFER`).
+        var syncNow: Bool
         /// The same encoded records for every peer (one buffer, not a copy each).
         var body: [UInt8]
+
+        var header: String { "CATALOG APPLY \(body.count)" + (syncNow ? "" : " DEFER") }
+    }
+
+    /// A peer that was to fsync the change before the answer did not confirm it: the peers that applied it with
+    /// `DEFER` are asked to fsync it now (a plain `CATALOG APPLY` of the same records: nothing new to apply, the
+    /// log is fsynced), one per disk not holding it yet, so the answer still waits for `copies` disks.
+    private func syncElsewhereIfNeeded(_ pending: [PendingApply], delivered: Set<NodeAddress>) {
+        var missing = pending.filter { $0.syncNow && !delivered.contains($0.peer) }.count
+        guard missing > 0 else { return }
+        var covered = Set(([ownDisk] + pending.filter { $0.syncNow && delivered.contains($0.peer) }.map { peerDisks.disk(of: $0.peer) })
+            .compactMap { $0 })
+        for item in pending where missing > 0 && !item.syncNow && delivered.contains(item.peer) {
+            let disk = peerDisks.disk(of: item.peer)
+            if let disk, covered.contains(disk) { continue }
+            var again = item
+            again.syncNow = true
+            again.connection = try? send(again, on: pool.take(item.peer))
+            guard awaitPeers([again]).contains(item.peer) else { continue }
+            missing -= 1
+            if let disk { covered.insert(disk) }
+        }
+        if missing > 0 {
+            logger.warning("a catalog change is on fewer disks than a file has copies; the peers catch up by sync",
+                           metadata: ["missing": "\(missing)"])
+        }
     }
 
     /// Sends `records` to every other live node without waiting for the answers (no thread per peer).
@@ -66,8 +90,7 @@ extension Node {
         let peers = (live[after...] + live[..<after]).filter { $0 != address }
         let syncNow = peersThatSyncNow(peers)
         return peers.map { peer in
-            let header = "CATALOG APPLY \(body.count)" + (syncNow.contains(peer) ? "" : " DEFER")
-            var pending = PendingApply(peer: peer, connection: nil, header: header, body: body)
+            var pending = PendingApply(peer: peer, connection: nil, syncNow: syncNow.contains(peer), body: body)
             pending.connection = try? send(pending, on: pool.take(peer))
             return pending
         }
@@ -83,15 +106,19 @@ extension Node {
         }
     }
 
-    /// Collects the peers' answers. Merging is idempotent, so a stale pooled connection (the peer restarted) is
-    /// simply retried on a fresh one; a peer that stays unreachable catches up by sync later.
-    func awaitPeers(_ pending: [PendingApply]) {
+    /// Collects the peers' answers; returns the peers that confirmed. Merging is idempotent, so a stale pooled
+    /// connection (the peer restarted) is simply retried on a fresh one; a peer that stays unreachable catches up by
+    /// sync later.
+    @discardableResult
+    func awaitPeers(_ pending: [PendingApply]) -> Set<NodeAddress> {
+        var confirmed: Set<NodeAddress> = []
         for item in pending {
             do {
                 if let connection = item.connection {
                     do {
                         try connection.expectOK()
                         pool.give(connection)
+                        confirmed.insert(item.peer)
                         continue
                     } catch let error as OuroError where error.code != .unavailable {
                         throw error
@@ -102,12 +129,14 @@ extension Node {
                 let fresh = try send(item, on: Connection(to: item.peer))
                 try fresh.expectOK()
                 pool.give(fresh)
+                confirmed.insert(item.peer)
             } catch {
                 pool.forget(item.peer)
                 logger.warning("catalog update not delivered; the peer will catch up by sync",
                                metadata: ["peer": "\(item.peer)", "error": "\(error)"])
             }
         }
+        return confirmed
     }
 
     func syncBatch(incarnation: String, after: UInt64) -> SyncBatch {

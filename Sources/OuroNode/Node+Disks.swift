@@ -3,28 +3,21 @@ import OuroClient
 import OuroCore
 import SystemPackage
 
-/// Which disk a node keeps its data on: this machine's id and the device of the data directory. Nodes on one
-/// disk are one copy as far as a crash of the machine or a lost disk is concerned, so a catalog change waits for an
-/// fsync on as many *different* disks as a file has copies, and `df` counts every disk once.
+/// Which disk a node keeps its data on: the running kernel (its boot id) and the device of the data directory.
+/// Nodes on one disk are one copy as far as a crash of the machine or a lost disk is concerned, so a catalog change
+/// waits for an fsync on as many *different* disks as a file has copies, and `df` counts every disk once. (The
+/// boot id, unlike `/etc/machine-id`, differs between VMs cloned from one image; containers on one kernel share it,
+/// and there the device tells their disks apart.)
 enum DiskIdentity {
     static func of(_ directory: FilePath) -> String? {
         var info = stat()
-        guard stat(directory.string, &info) == 0 else { return nil }
-        return "\(machineID)/\(String(info.st_dev, radix: 16))"
+        guard let kernel = bootID, stat(directory.string, &info) == 0 else { return nil }
+        return "\(kernel)/\(String(info.st_dev, radix: 16))"
     }
 
-    /// `/etc/machine-id` (systemd, dbus), else the host name.
-    static let machineID: String = {
-        for path in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
-            if let bytes = FileManagerLite.read(FilePath(path)) {
-                let id = String(decoding: bytes.filter { $0 > 0x20 }, as: UTF8.self)
-                if !id.isEmpty { return id }
-            }
-        }
-        var name = [CChar](repeating: 0, count: 256)
-        gethostname(&name, name.count - 1)
-        return String(cString: name)
-    }()
+    static let bootID: String? = FileManagerLite.read(FilePath("/proc/sys/kernel/random/boot_id"))
+        .map { String(decoding: $0.filter { $0 > 0x20 }, as: UTF8.self) }
+        .flatMap { $0.isEmpty ? nil : $0 }
 }
 
 /// The disks of the other members, as their `NODE USAGE` last said (refreshed by the sync loop).
@@ -59,14 +52,20 @@ extension Node {
         }
     }
 
-    /// The peers, in ring order after this node, that must fsync a change before it is answered: one per disk not
-    /// yet holding it, until it is on as many disks as a file has copies (this node's disk counts first).
     func peersThatSyncNow(_ peers: [NodeAddress]) -> Set<NodeAddress> {
+        Self.syncPeers(peers, ownDisk: ownDisk, copies: configuration.copies) { peerDisks.disk(of: $0) }
+    }
+
+    /// The peers (in ring order after this node) that must fsync a change before it is answered: one per disk not
+    /// yet holding it, until it is on `copies` disks (this node's disk counts first; an unknown disk counts as one
+    /// of its own).
+    public static func syncPeers(_ peers: [NodeAddress], ownDisk: String?, copies: Int,
+                                 diskOf: (NodeAddress) -> String?) -> Set<NodeAddress> {
         var covered: Set<String> = ownDisk.map { [$0] } ?? []
-        var wanted = configuration.copies - 1
+        var wanted = copies - 1
         var chosen: Set<NodeAddress> = []
         for peer in peers where wanted > 0 {
-            let disk = peerDisks.disk(of: peer)
+            let disk = diskOf(peer)
             if let disk, covered.contains(disk) { continue }
             if let disk { covered.insert(disk) }
             chosen.insert(peer)

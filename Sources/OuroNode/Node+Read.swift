@@ -157,9 +157,15 @@ extension Node {
                 func peek(_ flags: Int32) -> Int {
                     first.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, Int32(MSG_PEEK) | flags) }
                 }
+                // Until the first word pair is in (or a line end, or a second passes): a `CHUNK OPEN` line may come
+                // in pieces. (MSG_WAITALL does not wait when peeking a Unix socket.)
                 var peeked = peek(0)
-                if peeked > 0, peeked < first.count, !first[..<peeked].contains(0x0A), chunkOpen.starts(with: first[..<peeked]) {
-                    peeked = peek(Int32(MSG_WAITALL))  // the rest of a line that may be `CHUNK OPEN`
+                var waits = 0
+                while peeked > 0, peeked < first.count, !first[..<peeked].contains(0x0A),
+                      chunkOpen.starts(with: first[..<peeked]), waits < 100 {
+                    usleep(10_000)
+                    waits += 1
+                    peeked = peek(Int32(MSG_DONTWAIT))
                 }
                 guard peeked > 0 else { close(client); return }
                 guard peeked == first.count, first == chunkOpen else {

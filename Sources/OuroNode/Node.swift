@@ -163,21 +163,28 @@ public final class Node: @unchecked Sendable {
 
     private func acceptLoop() {
         while let socket = listener.accept() {
-            startThread(name: "conn") { [self] in serveAdmitted(socket) }
+            guard admit(socket) else { continue }
+            startThread(name: "conn") { [self] in
+                serve(socket)
+                connectionsLock.withLock { openConnections -= 1 }
+            }
         }
     }
 
-    /// Serves one connection (on its own thread) unless too many are open.
-    func serveAdmitted(_ socket: Socket, trusted: Bool = false) {
+    /// Counts a new connection in, or refuses it when too many are open.
+    private func admit(_ socket: Socket) -> Bool {
         let admitted: Bool = connectionsLock.withLock {
             guard !stopping, openConnections < Limits.maxConnections else { return false }
             openConnections += 1
             return true
         }
-        guard admitted else {
-            try? socket.write("ERR UNAVAILABLE too many connections\n")
-            return
-        }
+        if !admitted { try? socket.write("ERR UNAVAILABLE too many connections\n") }
+        return admitted
+    }
+
+    /// Serves one connection of the local socket on the calling thread, unless too many are open.
+    func serveAdmitted(_ socket: Socket, trusted: Bool = false) {
+        guard admit(socket) else { return }
         serve(socket, trusted: trusted)
         connectionsLock.withLock { openConnections -= 1 }
     }

@@ -27,12 +27,14 @@ int ouro_open_unnamed(const char *directory);
 void ouro_limit_malloc_arenas(int arenas);
 
 /// Unix-domain stream sockets (the node's local socket, `<data>/node.sock`): listen (replacing a stale socket
-/// file) and connect; -1 with errno on failure (ENAMETOOLONG for a path that does not fit).
+/// file) and connect (never blocking: EAGAIN when the listener's backlog is full); -1 with errno on failure
+/// (ENAMETOOLONG for a path that does not fit).
 int ouro_unix_listen(const char *path, int backlog);
 int ouro_unix_connect(const char *path);
 
-/// The process id at the other end of a connected Unix socket (SO_PEERCRED), or -1.
+/// The process id and user id at the other end of a connected Unix socket (SO_PEERCRED), or -1.
 int ouro_peer_pid(int sock);
+long long ouro_peer_uid(int sock);
 
 /// 1 if process `pid` is in this process's network namespace, 0 if not, -1 if that cannot be told.
 int ouro_same_network_namespace(int pid);
