@@ -135,9 +135,10 @@ long ouro_receive_with_fd(int sock, void *buffer, size_t length, int *fd) {
     return received;
 }
 
-long long ouro_copy_file_range(int in, long long *in_offset, int out, size_t length) {
-    loff_t offset = *in_offset;
-    ssize_t copied = copy_file_range(in, &offset, out, NULL, length, 0);
-    *in_offset = offset;
+long long ouro_copy_file_range(int in, long long *in_offset, int out, long long *out_offset, size_t length) {
+    loff_t from = *in_offset, to = *out_offset;
+    ssize_t copied = copy_file_range(in, &from, out, &to, length, 0);
+    *in_offset = from;
+    *out_offset = to;
     return copied;
 }

@@ -75,7 +75,7 @@ enum FileHandleLite {
 }
 
 /// Progress on a terminal for long transfers: `name  42%  120.3 MB/s`, redrawn in place.
-final class Progress {
+final class Progress: @unchecked Sendable {
     private let label: String
     private let totalBytes: UInt64
     private let enabled: Bool
@@ -88,8 +88,15 @@ final class Progress {
         enabled = isatty(2) == 1 && totalBytes >= 8 << 20
     }
 
+    private let lock = Lock()
+
+    /// May be called from several threads (a pull copies chunks in parallel).
     func update(_ doneBytes: UInt64) {
         guard enabled else { return }
+        lock.withLock { draw(doneBytes) }
+    }
+
+    private func draw(_ doneBytes: UInt64) {
         let now = monotonicSeconds()
         guard now - lastDraw > 0.2 || doneBytes == totalBytes else { return }
         lastDraw = now

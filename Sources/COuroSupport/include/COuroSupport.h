@@ -15,8 +15,8 @@ int ouro_start_writeback(int fd, long long offset, long long len);
 /// "drop cache behind writes"); 0 or an error number.
 int ouro_drop_behind(int fd, long long offset, long long len);
 
-/// copy_file_range(2) from `in` at `*in_offset` (advanced) to `out` at its file offset; bytes copied or -1.
-long long ouro_copy_file_range(int in, long long *in_offset, int out, size_t length);
+/// copy_file_range(2) from `in` at `*in_offset` to `out` at `*out_offset` (both advanced); bytes copied or -1.
+long long ouro_copy_file_range(int in, long long *in_offset, int out, long long *out_offset, size_t length);
 
 /// An unnamed file in `directory` (O_TMPFILE, read-write, close-on-exec): gone when closed, even after a crash;
 /// -1 with errno (EOPNOTSUPP where the file system has no unnamed files).
