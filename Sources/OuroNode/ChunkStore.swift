@@ -68,7 +68,7 @@ public final class ChunkStore: @unchecked Sendable {
         defer { try? fd.close() }
         var crc = CRC32C()
         var total: UInt64 = 0
-        var buffer = [UInt8](repeating: 0, count: Limits.streamBufferBytes)
+        var buffer = [UInt8](repeating: 0, count: Int(max(1, min(UInt64(Limits.streamBufferBytes), sizeBytes(of: chunk) ?? 0))))
         try buffer.withUnsafeMutableBytes { raw in
             while true {
                 let count = try fd.read(into: raw, retryOnInterrupt: true)

@@ -185,7 +185,7 @@ extension Node {
         case .inodeWrite(let inode, let size, let binary):
             let content = size <= UInt64(Limits.inlineContentBytes)
                 ? FileContent(id: .random(), inline: try session.reader.readBytes(Int(size)), start: address)
-                : try receivePush(session.reader, sizeBytes: size)
+                : try receivePush(session.reader, sizeBytes: size, bySize: true)
             let stat: InodeStat?
             do {
                 stat = try commitAndBroadcast { catalog, version, now in
@@ -218,7 +218,7 @@ extension Node {
             try receiveChunkCopy(chunk, lengthBytes: length, crc32c: crc, session.reader)
             try session.reply("OK")
         case .contentPush(let size):
-            try session.replyBinary(try receivePush(session.reader, sizeBytes: size))
+            try session.replyBinary(try receivePush(session.reader, sizeBytes: size, bySize: true))
         case .chunkKeep(let chunk):
             guard keepChunk(chunk) else { throw OuroError.notFound("chunk \(chunk) is not stored here") }
             try session.reply("OK")

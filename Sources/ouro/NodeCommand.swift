@@ -23,7 +23,7 @@ struct NodeCommand: ParsableCommand {
 
     func run() throws {
         Signals.block()
-        limitMallocArenas()
+        limitMallocArenas(keepFreeBytes: 4 << 20)  // each request's stream buffer is reused, not faulted in again
         bootstrapLogging()
         guard copies >= 1, gossipInterval >= 10 else { throw fail("--copies must be ≥ 1 and --gossip-interval ≥ 10") }
         var configuration = NodeConfiguration(listen: listen, dataDirectory: FilePath(data))

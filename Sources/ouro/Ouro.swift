@@ -144,6 +144,7 @@ enum Signals {
 
 /// glibc gives each thread that allocates its own malloc arena, and freed memory stays in them: with dozens of I/O
 /// threads that multiplies the resident size. Two arenas are plenty for a process that mostly moves bytes.
-func limitMallocArenas() {
-    ouro_limit_malloc_arenas(2)
+/// `keepFreeBytes`: free heap kept for reuse instead of given back at once (0: glibc's default, 128 KiB).
+func limitMallocArenas(keepFreeBytes: Int32 = 0) {
+    ouro_limit_malloc_arenas(2, keepFreeBytes)
 }

@@ -24,7 +24,7 @@ int ouro_open_unnamed(const char *directory);
 
 /// Caps glibc's malloc arenas (mallopt M_ARENA_MAX: each thread that allocates otherwise gets its own arena, and
 /// memory freed there stays resident) and fixes the mmap threshold, so large buffers go back to the system.
-void ouro_limit_malloc_arenas(int arenas);
+void ouro_limit_malloc_arenas(int arenas, int keep_free_bytes);
 
 /// Unix-domain stream sockets (the node's local socket, `<data>/node.sock`): listen (replacing a stale socket
 /// file) and connect (never blocking: EAGAIN when the listener's backlog is full); -1 with errno on failure
