@@ -17,7 +17,13 @@ public final class Connection: @unchecked Sendable {
         } else {
             socket = try Socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
             reader = FramedReader(source: socket)
-            try authenticate()
+            if ClientSecret.current != nil {
+                // Within the caller's connect timeout: a liveness probe must not wait the I/O timeout on a node
+                // that accepts connections but does not answer.
+                socket.setTimeouts(seconds: max(1, (timeoutMilliseconds + 999) / 1000))
+                try authenticate()
+                socket.setTimeouts(seconds: Limits.ioTimeoutSeconds)
+            }
         }
     }
 

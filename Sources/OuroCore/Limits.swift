@@ -14,11 +14,10 @@ public enum Limits {
     public static let xattrValueBytes = 64 * 1024
     /// Size of the one buffer each streaming connection uses.
     public static let streamBufferBytes = 1 << 20
-    /// The smallest chunk a mount's write is cut into when the ring has more nodes than it needs (`INODE WRITE`,
-    /// `CONTENT PUSH`): every chunk costs a file, an fsync and a hop on each of its holders.
-    public static let minimumChunkBytes: UInt64 = 1 << 20
     /// A connection with no complete request for this long is closed.
     public static let idleTimeoutSeconds = 120
+    /// Idle timeout of a connection that has not sent the cluster secret yet (on a node that has one).
+    public static let unauthenticatedIdleSeconds = 5
     /// A transfer that makes no progress for this long fails.
     public static let ioTimeoutSeconds = 30
     /// Connecting to a peer gives up after this long.

@@ -39,7 +39,9 @@ public final class CatalogStore: @unchecked Sendable {
     /// Where the next frame goes, and how far the file is written with zeros: appends overwrite zeros written ahead
     /// (`reserveLogSpace`), so their fdatasync need not also write the file's size and block map (half the time of
     /// an append that grows the file, on ext4 here).
-    private var syncFailed = false
+    /// A write or fsync of the log failed: see `syncLog`.
+    private var logFailed = false
+    private let syncLock = Lock()
     private var logEnd: Int64 = 0
     private var logReserved: Int64 = 0
     static let logReserveBytes: Int64 = 4 << 20
@@ -64,14 +66,18 @@ public final class CatalogStore: @unchecked Sendable {
             let entries = legacy ? try Self.readJSONLines(bytes, path: path, logger: logger)
                                  : try Self.readFrames(bytes, path: path, logger: logger, damaged: &damaged, end: &end)
             logEnd = Int64(end)
-            logReserved = Int64(max(end, FileManagerLite.size(path) ?? 0))
-            if !legacy, end < bytes.count, bytes[end...].contains(where: { $0 != 0 }) {
-                // Bytes after the end that are not the zeros written ahead (a crash mid-write of a later page):
-                // gone, so that no later append lands in front of them.
+            let size = FileManagerLite.size(path) ?? 0  // after a torn tail was cut off
+            logReserved = Int64(max(end, size))
+            if !legacy, end < min(size, bytes.count), bytes[end..<min(size, bytes.count)].contains(where: { $0 != 0 }) {
+                // Bytes after the end that are not the zeros written ahead (a crash mid-write of a later page, or
+                // rot in a length): gone, so that no later append lands in front of them; and a new incarnation,
+                // since records may have been cut that peers already hold under their numbers.
                 guard truncate(path.string, off_t(end)) == 0 else {
                     throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
                 }
+                logger.warning("cut unexpected bytes after the end of the catalog log", metadata: ["offset": "\(end)"])
                 logReserved = logEnd
+                damaged = true
             }
             for entry in entries {
                 switch entry {
@@ -296,18 +302,22 @@ public final class CatalogStore: @unchecked Sendable {
 
     /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
     public func syncLog() throws {
-        let (log, upTo, durable, failed) = lock.withLock { (self.log, sequence, durableSequence, syncFailed) }
-        // After a failed fsync the kernel may report the next one as a success without the lost pages on disk:
-        // nothing is acknowledged as durable from this log again (a restart reloads it; peers resend the rest).
-        if failed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
-        guard durable < upTo else { return }
-        do {
-            try log.syncData()
-            lock.withLock { durableSequence = max(durableSequence, upTo) }
-        } catch let error as Errno {
-            lock.withLock { syncFailed = true }
-            logger.critical("catalog log sync failed", metadata: ["error": "\(error)"])
-            throw ChunkStore.wireError(error, "writing the catalog log")
+        // One fsync at a time: of two at once, one could see the error and the other a success for the same pages.
+        try syncLock.withLock {
+            let (log, upTo, durable, failed) = lock.withLock { (self.log, sequence, durableSequence, logFailed) }
+            // After a failed write or fsync the kernel may report the next fsync as a success without the lost
+            // pages on disk: nothing is acknowledged as durable from this log again (a restart reloads it; the
+            // peers hand back the rest).
+            if failed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
+            guard durable < upTo else { return }
+            do {
+                try log.syncData()
+                lock.withLock { durableSequence = max(durableSequence, upTo) }
+            } catch let error as Errno {
+                lock.withLock { logFailed = true }
+                logger.critical("catalog log sync failed", metadata: ["error": "\(error)"])
+                throw ChunkStore.wireError(error, "writing the catalog log")
+            }
         }
     }
 
@@ -347,8 +357,10 @@ public final class CatalogStore: @unchecked Sendable {
             _ = try bytes.withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logEnd, $0) }
             logEnd += Int64(bytes.count)
         } catch let error as Errno {
-            // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge.
-            logger.critical("catalog log write failed", metadata: ["error": "\(error)"])
+            // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge, now or later.
+            logFailed = true
+            logger.critical("catalog log write failed; the node must be restarted to store catalog changes again",
+                            metadata: ["error": "\(error)"])
             throw ChunkStore.wireError(error, "writing the catalog log")
         }
         return applied

@@ -27,15 +27,8 @@ struct StoredCopy: Equatable {
 extension Node {
     /// The start node's side of a push: splits the incoming bytes into chunks over the live ring, stores its own,
     /// relays the rest hop to hop, and returns the placement once every copy is fsynced and checksummed.
-    /// `bySize` (the mount's writes): no chunk smaller than `Limits.minimumChunkBytes` unless that leaves fewer
-    /// nodes than copies; a 100 KiB file is then 2 chunk files on 2 nodes, not 6 on 3, each fsynced (`FILE PUSH`
-    /// keeps the protocol's layout: one chunk per live node).
-    func receivePush(_ input: FramedReader, sizeBytes: UInt64, bySize: Bool = false) throws -> FileContent {
-        var chain = liveRing
-        if bySize {
-            let wanted = (sizeBytes + Limits.minimumChunkBytes - 1) / Limits.minimumChunkBytes
-            chain = Array(chain.prefix(max(configuration.copies, Int(min(wanted, UInt64(chain.count))))))
-        }
+    func receivePush(_ input: FramedReader, sizeBytes: UInt64) throws -> FileContent {
+        let chain = liveRing
         let plan = RelayPlan(sizeBytes: sizeBytes, chainLength: chain.count, copies: configuration.copies)
         let contentID = ContentID.random()
         let usage = chunks.diskUsage()

@@ -39,7 +39,8 @@ extension Node {
         let session = ClientSession(socket: socket)
         var authenticated = trusted || configuration.secret == nil
         while !isStopping {
-            socket.setTimeouts(seconds: Limits.idleTimeoutSeconds)
+            // A client that has not proved it knows the secret does not get to hold a connection long.
+            socket.setTimeouts(seconds: authenticated ? Limits.idleTimeoutSeconds : Limits.unauthenticatedIdleSeconds)
             let line: String?
             do {
                 line = try session.reader.readLine()
@@ -70,7 +71,7 @@ extension Node {
                     continue
                 }
                 guard ClusterSecret.matches(offered, secret) else {
-                    logger.warning("wrong cluster secret", metadata: ["peer": "\(socket.peer)"])
+                    if wrongSecretLog.shouldLog() { logger.warning("wrong cluster secret", metadata: ["peer": "\(socket.peer)"]) }
                     refuseAndClose(session, OuroError(.denied, "wrong cluster secret"))
                     return
                 }
@@ -185,7 +186,7 @@ extension Node {
         case .inodeWrite(let inode, let size, let binary):
             let content = size <= UInt64(Limits.inlineContentBytes)
                 ? FileContent(id: .random(), inline: try session.reader.readBytes(Int(size)), start: address)
-                : try receivePush(session.reader, sizeBytes: size, bySize: true)
+                : try receivePush(session.reader, sizeBytes: size)
             let stat: InodeStat?
             do {
                 stat = try commitAndBroadcast { catalog, version, now in
@@ -218,7 +219,7 @@ extension Node {
             try receiveChunkCopy(chunk, lengthBytes: length, crc32c: crc, session.reader)
             try session.reply("OK")
         case .contentPush(let size):
-            try session.replyBinary(try receivePush(session.reader, sizeBytes: size, bySize: true))
+            try session.replyBinary(try receivePush(session.reader, sizeBytes: size))
         case .chunkKeep(let chunk):
             guard keepChunk(chunk) else { throw OuroError.notFound("chunk \(chunk) is not stored here") }
             try session.reply("OK")

@@ -60,6 +60,8 @@ public final class Node: @unchecked Sendable {
     /// The disk this node's data is on, and those of the other members (see `DiskIdentity`).
     let ownDisk: String?
     let peerDisks = PeerDisks()
+    /// At most one "wrong cluster secret" line a minute: someone guessing must not flood the log.
+    let wrongSecretLog = LogThrottle(intervalSeconds: 60)
     let repair = RepairState()
     private let caughtUp = CaughtUpFlag()
 
@@ -228,4 +230,22 @@ final class CaughtUpFlag: @unchecked Sendable {
     private var value = false
     var isSet: Bool { lock.withLock { value } }
     func set() { lock.withLock { value = true } }
+}
+
+/// Lets a repeated log line through at most once per interval.
+final class LogThrottle: @unchecked Sendable {
+    private let lock = Lock()
+    private let intervalSeconds: Double
+    private var last = -Double.infinity
+
+    init(intervalSeconds: Double) { self.intervalSeconds = intervalSeconds }
+
+    func shouldLog() -> Bool {
+        let now = monotonicSeconds()
+        return lock.withLock {
+            guard now - last >= intervalSeconds else { return false }
+            last = now
+            return true
+        }
+    }
 }

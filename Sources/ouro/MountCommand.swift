@@ -36,7 +36,8 @@ struct MountCommand: ParsableCommand {
         bootstrapLogging()
         let logger = Logger(label: "ouro.mount")
         let ring = RingClient(seed: options.node, logger: logger)
-        do { try NodeClient(options.node, pool: ring.pool).ping() } catch { throw fail("cannot reach \(options.node): \(error)") }
+        // NODE STATUS, not a ping: it needs the cluster secret where there is one, so a mount without it fails here.
+        do { _ = try NodeClient(options.node, pool: ring.pool).status() } catch { throw fail("cannot reach \(options.node): \(error)") }
         if cacheDir == nil { removeStaleCaches(in: "/var/tmp") }
         let cache = cacheDir ?? "/var/tmp/ouro-cache-\(getpid())"
         var disk = statvfs()

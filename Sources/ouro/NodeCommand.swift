@@ -34,7 +34,8 @@ struct NodeCommand: ParsableCommand {
         configuration.copies = copies
         configuration.gracePeriodSeconds = gracePeriod
         configuration.scrubIntervalSeconds = scrubInterval
-        if let secretFile {
+        // A node given the secret in the environment requires it too (not only sends it).
+        if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
             do { configuration.secret = try ClientSecret.load(file: secretFile) } catch { throw fail("\(error)") }
             ClientSecret.use(configuration.secret)
         }

@@ -68,7 +68,7 @@ struct UpCommand: ParsableCommand {
         Signals.block()
         guard nodes >= 1, nodes <= 100 else { throw fail("--nodes must be between 1 and 100") }
         var secretArguments: [String] = []
-        if let secretFile {
+        if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
             do { ClientSecret.use(try ClientSecret.load(file: secretFile)) } catch { throw fail("\(error)") }
             secretArguments = ["--secret-file", absolutePath(secretFile)]
         }

@@ -10,7 +10,9 @@ import Testing
     static let secret = "correct-horse-battery-staple"
 
     @Test func requestsNeedTheSecret() throws {
-        let ring = try Ring(nodes: 3, settings: Ring.Settings(secret: Self.secret), label: "secret")
+        // Nodes on TCP between themselves (no Unix sockets): every relay hop and catalog update sends the secret.
+        let ring = try Ring(nodes: 3, settings: Ring.Settings(secret: Self.secret, environment: ["OURO_LOCAL_ROUTES": "0"]),
+                            label: "secret")
         defer { ring.shutdown() }
         // Pushed through node 1 (with the secret): the relay and the catalog broadcast between nodes carry it too.
         let bytes = Array("the ring keeps its secret\n".utf8)

@@ -14,6 +14,8 @@ final class Ring: @unchecked Sendable {
         var maxFileSizeBytes: UInt64? = nil
         /// A cluster secret: the nodes get it in a file, and `connect` sends it first.
         var secret: String? = nil
+        /// Added to each node's environment.
+        var environment: [String: String] = [:]
     }
 
     final class Member {
@@ -99,7 +101,7 @@ final class Ring: @unchecked Sendable {
         let member = members[index]
         guard member.process?.isRunning != true else { throw TestFailure("node \(index) is already running") }
         let process = try ChildProcess(executable: TestEnvironment.ouroExecutable, arguments: arguments(for: member),
-                                       outputPath: member.logPath)
+                                       outputPath: member.logPath, environment: settings.environment)
         member.process = process
         try? "\(process.pid)\n".write(toFile: "\(directory)/node-\(index).pid", atomically: false, encoding: .utf8)
         let deadline = Deadline(seconds: timeoutSeconds)
