@@ -195,6 +195,45 @@ import Testing
         #expect(try ring.pull(0, name: "after.bin") == after)
     }
 
+    /// A node whose disk is full (a 24 MiB tmpfs): a push declared bigger than the free space is refused with
+    /// NO_SPACE before anything is stored (and its bytes are never run as commands); pushes that each fit but not
+    /// together run out of room part-way, fail the same way and leave nothing behind; the node serves throughout,
+    /// and what fits still goes in.
+    @Test func fullDisk() throws {
+        let ring = try Ring(nodes: 1, settings: Ring.Settings(copies: 1, diskBytes: 24 << 20), label: "fulldisk")
+        defer { ring.shutdown() }
+        var generator = PseudoRandomBytes(seed: TestSeed.derived("fullDisk"))
+        let small = generator.bytes(100_000)
+        #expect(try ring.push(0, name: "small.bin", bytes: small).last == "OK")
+
+        let socket = try ring.connect(0)
+        try socket.send("FILE PUSH \(40 << 20) huge.bin\n")
+        try socket.send("NODE LEAVE\n")
+        socket.shutdownWrite()
+        let refused = try socket.readLinesToEnd()
+        #expect(refused.count == 1 && refused[0].hasPrefix("ERR NO_SPACE"), "\(refused)")
+        #expect(ring.ping(0) && ring.isRunning(0))
+
+        // Three pushes of 8 MiB at once into ~15 MiB free: each fits alone, not all together.
+        let sizes = [8 << 20, 8 << 20, 8 << 20]
+        let contents = sizes.map { generator.bytes($0) }
+        let replies = parallelMap(Array(contents.enumerated()), width: 3) { item in
+            (try? ring.push(0, name: "part-\(item.offset).bin", bytes: item.element)) ?? ["(connection failed)"]
+        }
+        let stored = replies.enumerated().filter { $0.element.last == "OK" }.map(\.offset)
+        let failed = replies.filter { $0.last != "OK" }
+        #expect(!failed.isEmpty, "the disk should not hold all three: \(replies)")
+        #expect(failed.allSatisfy { $0.count == 1 && $0[0].hasPrefix("ERR NO_SPACE") }, "\(failed)")
+        #expect(ring.tempChunkFiles().isEmpty, "a failed push leaves no temp file")
+        let listed = try ring.list(0).map(\.name).sorted()
+        #expect(listed == (["small.bin"] + stored.map { "part-\($0).bin" }).sorted())
+        for index in stored { #expect(try ring.pull(0, name: "part-\(index).bin") == contents[index]) }
+        #expect(try ring.pull(0, name: "small.bin") == small)
+        let after = generator.bytes(10_000)
+        #expect(try ring.push(0, name: "after.bin", bytes: after).last == "OK")
+        #expect(try ring.pull(0, name: "after.bin") == after)
+    }
+
     /// 200 connections open at once, each doing NODE PING (twice, so each is served while all are open),
     /// then 200 threads connecting and pinging at the same moment.
     @Test func twoHundredConcurrentConnections() throws {

@@ -16,6 +16,8 @@ final class Ring: @unchecked Sendable {
         var secret: String? = nil
         /// Added to each node's environment.
         var environment: [String: String] = [:]
+        /// Each node's data directory on a tmpfs of this many bytes (a small disk to fill; needs root).
+        var diskBytes: Int? = nil
     }
 
     final class Member {
@@ -81,6 +83,12 @@ final class Ring: @unchecked Sendable {
 
     /// Starts a member on a new port, retrying with another port if the node could not bind its own.
     private func startFresh(_ member: Member) throws {
+        if let bytes = settings.diskBytes {
+            try FileManager.default.createDirectory(atPath: member.dataDirectory, withIntermediateDirectories: true)
+            let (status, output) = try ChildProcess.shell("mount -t tmpfs -o size=\(bytes) ouro-test \(MountedRing.shellQuote(member.dataDirectory))",
+                                                          in: directory, timeoutSeconds: 10)
+            guard status == .exited(0) else { throw TestFailure("cannot mount a tmpfs: \(String(decoding: output, as: UTF8.self))") }
+        }
         var lastError: Error?
         for _ in 0..<5 {
             member.address = NodeAddress(host: "127.0.0.1", port: try PortAllocator.freePort())
@@ -139,6 +147,9 @@ final class Ring: @unchecked Sendable {
         for process in running { process.send(SIGTERM) }
         let deadline = Deadline(seconds: 5)
         for process in running where process.wait(seconds: deadline.remaining) == nil { process.forceKill() }
+        if settings.diskBytes != nil {
+            for member in members { _ = try? ChildProcess.shell("umount -l \(MountedRing.shellQuote(member.dataDirectory))", in: "/tmp", timeoutSeconds: 10) }
+        }
         TestEnvironment.removeScratchDirectory(directory)
     }
 
