@@ -42,14 +42,17 @@ extension Catalog {
 
     /// The inode number for a new directory: derived from its parent and name, so that two nodes creating the same
     /// directory at the same time create the same inode and their entries merge instead of one orphaning the
-    /// other's files. If that number is taken by a live inode (the directory was moved away), a random one.
+    /// other's files. If that number is taken by a live inode that has a name (the directory was moved away), a
+    /// random one. A directory with that number and no name yet is the same directory, created by another node whose
+    /// later changes (a file put into it, touching it) arrived here before its name did: it is reused.
     public func directoryID(parent: UInt64, name: String, otherwise random: () -> UInt64) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in "\(parent)/\(name)".utf8 {
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
         }
         let id = 2 + hash % ((UInt64(1) << 62) - 2)
-        return inode(id) == nil ? id : random()
+        guard let existing = inode(id) else { return id }
+        return existing.kind == .directory && !isNamed(id) ? id : random()
     }
 
     /// Creates a new name for a new inode (mkdir, mknod, create, symlink).

@@ -105,6 +105,9 @@ public struct Catalog: Sendable {
         (children[directory] ?? [:]).values.contains { inode($0) != nil }
     }
 
+    /// Whether any live directory entry names this inode.
+    public func isNamed(_ id: UInt64) -> Bool { (names[id] ?? 0) > 0 }
+
     /// `st_nlink`: names for a file; 2 + subdirectories for a directory.
     public func linkCount(of inode: Inode) -> Int {
         if inode.kind == .directory { return 2 + (subdirectories[inode.id] ?? 0) }

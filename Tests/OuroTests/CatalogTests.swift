@@ -95,6 +95,31 @@ import Testing
         }
     }
 
+    /// Three nodes put files into a directory none of them has yet (`ouro push` of photos into `album/`). The third
+    /// hears of the second's file, which went into the directory the first created, before it hears of that
+    /// directory's name: it must still make its own `album` the same inode, or the others' files would vanish when
+    /// the names merge.
+    @Test func directoryCreatedElsewhereArrivesAfterItsContents() throws {
+        let first = Book(), second = Book(), third = Book()
+        (first.origin, second.origin, third.origin) = ("a", "b", "c")
+        (second.clock, third.clock) = (100, 200)
+        (second.lastID, third.lastID) = (1000, 2000)
+        try first.put("album/one")
+        for record in first.log { second.catalog.apply(record) }
+        let secondStart = second.log.count
+        try second.put("album/two")
+        for record in second.log[secondStart...] { third.catalog.apply(record) }  // the file and the touched directory
+        try third.put("album/three")
+        let books = [first, second, third]
+        for book in books {
+            for other in books where other !== book { for record in other.log { book.catalog.apply(record) } }
+        }
+        for book in books {
+            let album = try #require(book.catalog.lookup(parent: Inode.rootID, name: "album"))
+            #expect(Set(book.catalog.entries(of: album.id).map(\.name)) == ["one", "two", "three"], "on \(book.origin)")
+        }
+    }
+
     @Test func mkdirCreateAndLookup() throws {
         let book = Book()
         #expect(book.rootLinks == 2)
