@@ -2,12 +2,13 @@
 # Mount benchmark: the same workloads on (a) a local directory, (b) libfuse's passthrough_ll over a local directory
 # (the FUSE ceiling on this machine), and (c) an OuroborosFS mount over a local 3-node ring with copies on.
 # Prints each figure and its ratio to (b). Run as root (mounts, drop_caches).
-#   BIG_MB=1024 PAR_MB=256 FILES=1000 bash bench/mount-bench.sh
+#   BIG_MB=1024 PAR_MB=256 FILES=1000 SMALL_ROUNDS=3 bash bench/mount-bench.sh
 set -euo pipefail
 BIG_MB=${BIG_MB:-1024}
 PAR_MB=${PAR_MB:-256}
 FILES=${FILES:-1000}
 FIO_SECONDS=${FIO_SECONDS:-10}
+SMALL_ROUNDS=${SMALL_ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-7600}
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/ouro-mbench.XXXXXX)
@@ -63,10 +64,19 @@ for target in local pt ouro; do
     drop
     R[$target,rand]=$(fio --name=rr --filename="$dir/big" --rw=randread --bs=4k --ioengine=psync --runtime="$FIO_SECONDS" \
         --time_based --readonly --output-format=json 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))')
-    # small files, created from one process (no fork per file)
-    mkdir "$dir/small"
-    t0=$(now)
-    python3 - "$dir/small" "$FILES" <<'PY'
+    rm -f "$dir/big" "$dir"/par*
+done
+
+# Small files: SMALL_ROUNDS rounds, the three targets in turn within each round (this machine's metadata speed
+# drifts by tens of percent from one minute to the next); each figure is the median of its rounds.
+declare -A SMALL
+for round in $(seq "$SMALL_ROUNDS"); do
+    for target in local pt ouro; do
+        dir="$work/$target"
+        # created from one process (no fork per file)
+        mkdir "$dir/small"
+        t0=$(now)
+        python3 - "$dir/small" "$FILES" <<'PY'
 import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 data = os.urandom(4096)
@@ -74,13 +84,17 @@ for i in range(n):
     with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
         f.write(data)
 PY
-    t1=$(now)
-    R[$target,create]=$(python3 -c "print(f'{$FILES / ($t1 - $t0):.0f}')")
-    drop; t0=$(now); ls -l "$dir/small" >/dev/null; t1=$(now)
-    R[$target,ls]=$(python3 -c "print(f'{($t1 - $t0) * 1000:.1f}')")
-    t0=$(now); rm -r "$dir/small"; t1=$(now)
-    R[$target,rm]=$(python3 -c "print(f'{$FILES / ($t1 - $t0):.0f}')")
-    rm -f "$dir/big" "$dir"/par*
+        t1=$(now)
+        SMALL[$target,create]+="$(python3 -c "print(f'{$FILES / ($t1 - $t0):.0f}')") "
+        drop; t0=$(now); ls -l "$dir/small" >/dev/null; t1=$(now)
+        SMALL[$target,ls]+="$(python3 -c "print(f'{($t1 - $t0) * 1000:.1f}')") "
+        t0=$(now); rm -r "$dir/small"; t1=$(now)
+        SMALL[$target,rm]+="$(python3 -c "print(f'{$FILES / ($t1 - $t0):.0f}')") "
+    done
+done
+median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+for target in local pt ouro; do
+    for key in create ls rm; do R[$target,$key]=$(median "${SMALL[$target,$key]}"); done
 done
 rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$driver_pid/status")
 
@@ -100,3 +114,5 @@ row "ls -l ${FILES}, cold" ls ms 0
 row "rm ${FILES}" rm files/s 1
 echo "ouro driver peak RSS: $rss"
 echo "(ratios: ouro ÷ passthrough; for ls -l, passthrough time ÷ ouro time)"
+echo "small files, each round (local | passthrough | ouro):"
+for key in create ls rm; do echo "  $key: ${SMALL[local,$key]}| ${SMALL[pt,$key]}| ${SMALL[ouro,$key]}"; done
