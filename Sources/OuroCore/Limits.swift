@@ -18,6 +18,8 @@ public enum Limits {
     public static let idleTimeoutSeconds = 120
     /// Idle timeout of a connection that has not sent the cluster secret yet (on a node that has one).
     public static let unauthenticatedIdleSeconds = 5
+    /// Pings answered on such a connection before it must send the secret or go.
+    public static let unauthenticatedPings = 16
     /// A transfer that makes no progress for this long fails.
     public static let ioTimeoutSeconds = 30
     /// Connecting to a peer gives up after this long.

@@ -38,6 +38,7 @@ extension Node {
     func serve(_ socket: Socket, trusted: Bool = false) {
         let session = ClientSession(socket: socket)
         var authenticated = trusted || configuration.secret == nil
+        var unauthenticatedRequests = 0
         while !isStopping {
             // A client that has not proved it knows the secret does not get to hold a connection long.
             socket.setTimeouts(seconds: authenticated ? Limits.idleTimeoutSeconds : Limits.unauthenticatedIdleSeconds)
@@ -79,8 +80,10 @@ extension Node {
                 guard (try? session.reply("OK")) != nil else { return }
                 continue
             }
-            guard authenticated || request == .nodePing else {
+            if !authenticated { unauthenticatedRequests += 1 }
+            guard authenticated || (request == .nodePing && unauthenticatedRequests <= Limits.unauthenticatedPings) else {
                 // Nothing of an unauthenticated request runs, and a payload it announced is never read as commands.
+                // (A few pings are answered, not an endless stream that would hold the connection open.)
                 refuseAndClose(session, OuroError(.denied, "this ring has a cluster secret: send NODE AUTH <secret> first"))
                 return
             }

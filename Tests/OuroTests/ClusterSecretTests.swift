@@ -26,6 +26,10 @@ import Testing
             return try socket.readLinesToEnd()
         }
         #expect(try raw(0, "NODE PING\n") == ["PONG"])
+        // Pings keep no unauthenticated connection open for ever: after a few, the secret or goodbye.
+        let pings = try raw(0, String(repeating: "NODE PING\n", count: Limits.unauthenticatedPings + 1))
+        #expect(pings == Array(repeating: "PONG", count: Limits.unauthenticatedPings)
+                + ["ERR DENIED this ring has a cluster secret: send NODE AUTH <secret> first"])
         #expect(try raw(0, "FILE LIST\n") == ["ERR DENIED this ring has a cluster secret: send NODE AUTH <secret> first"])
         #expect(try raw(0, "NODE AUTH wrong\nFILE LIST\n") == ["ERR DENIED wrong cluster secret"])
         #expect(try raw(0, "NODE AUTH \(Self.secret)\nFILE LIST\n") == ["OK", "name,start,size", "kept.txt,127.0.0.1:\(ring.address(1).port),26"])
