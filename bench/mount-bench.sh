@@ -9,6 +9,7 @@ PAR_MB=${PAR_MB:-256}
 FILES=${FILES:-1000}
 FIO_SECONDS=${FIO_SECONDS:-10}
 SMALL_ROUNDS=${SMALL_ROUNDS:-3}
+[[ $SMALL_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "SMALL_ROUNDS must be a positive integer" >&2; exit 2; }
 BASE_PORT=${BASE_PORT:-7600}
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/ouro-mbench.XXXXXX)
@@ -70,7 +71,7 @@ done
 # Small files: SMALL_ROUNDS rounds, the three targets in turn within each round (this machine's metadata speed
 # drifts by tens of percent from one minute to the next); each figure is the median of its rounds.
 declare -A SMALL
-for round in $(seq "$SMALL_ROUNDS"); do
+for _ in $(seq "$SMALL_ROUNDS"); do
     for target in local pt ouro; do
         dir="$work/$target"
         # created from one process (no fork per file)
@@ -92,7 +93,7 @@ PY
         SMALL[$target,rm]+="$(python3 -c "print(f'{$FILES / ($t1 - $t0):.0f}')") "
     done
 done
-median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for target in local pt ouro; do
     for key in create ls rm; do R[$target,$key]=$(median "${SMALL[$target,$key]}"); done
 done

@@ -42,17 +42,30 @@ extension Catalog {
 
     /// The inode number for a new directory: derived from its parent and name, so that two nodes creating the same
     /// directory at the same time create the same inode and their entries merge instead of one orphaning the
-    /// other's files. If that number is taken by a live inode that has a name (the directory was moved away), a
-    /// random one. A directory with that number and no name yet is the same directory, created by another node whose
-    /// later changes (a file put into it, touching it) arrived here before its name did: it is reused.
+    /// other's files. If that number is taken by a live inode (the directory was moved away), a random one, unless
+    /// `unnamedDirectory` says it is this very directory whose name has not arrived yet.
     public func directoryID(parent: UInt64, name: String, otherwise random: () -> UInt64) -> UInt64 {
+        let id = Self.derivedDirectoryID(parent: parent, name: name)
+        return inode(id) == nil || unnamedDirectory(parent: parent, name: name) != nil ? id : random()
+    }
+
+    static func derivedDirectoryID(parent: UInt64, name: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in "\(parent)/\(name)".utf8 {
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
         }
-        let id = 2 + hash % ((UInt64(1) << 62) - 2)
-        guard let existing = inode(id) else { return id }
-        return existing.kind == .directory && !isNamed(id) ? id : random()
+        return 2 + hash % ((UInt64(1) << 62) - 2)
+    }
+
+    /// The directory another node created as `parent`/`name`, when this node has heard of changes inside it (a file
+    /// put into it touches it) but not yet of its name: a live directory with the number derived from that parent
+    /// and name, named nowhere, and no record at all of that name here (not even a removal: a directory renamed
+    /// away whose new name has not arrived must not be taken for it). Creating that name again means this directory.
+    func unnamedDirectory(parent: UInt64, name: String) -> Inode? {
+        let id = Self.derivedDirectoryID(parent: parent, name: name)
+        guard let existing = inode(id), existing.kind == .directory, !isNamed(id),
+              dirents[DirentKey(parent: parent, name: name)] == nil else { return nil }
+        return existing
     }
 
     /// Creates a new name for a new inode (mkdir, mknod, create, symlink).
@@ -269,6 +282,13 @@ extension Catalog {
                 continue
             }
             if !parentIsNew { records.append(touched(parent, version, nowNs)) }
+            if !parentIsNew, let unnamed = unnamedDirectory(parent: parent.id, name: component) {
+                // Made elsewhere, its name not here yet: name it, keep its attributes, and go on looking inside it.
+                records += [touched(unnamed, version, nowNs),
+                            CatalogRecord(Dirent(parent: parent.id, name: component, version: version, inode: unnamed.id))]
+                parent = unnamed
+                continue
+            }
             let directory = Inode(id: directoryID(parent: parent.id, name: component, otherwise: newID), version: version, kind: .directory, permissions: 0o755, uid: 0, gid: 0, timeNs: nowNs)
             records += [CatalogRecord(directory),
                         CatalogRecord(Dirent(parent: parent.id, name: component, version: version, inode: directory.id))]

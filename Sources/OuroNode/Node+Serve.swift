@@ -58,8 +58,9 @@ extension Node {
             do {
                 request = try Request(line: line, maxFileSizeBytes: configuration.maxFileSizeBytes)
             } catch {
-                if announcesPayload(line) {
-                    // Never read the body of a refused request as commands.
+                if announcesPayload(line) || !authenticated {
+                    // Never read the body of a refused request as commands; and a client without the secret gets no
+                    // second try at a line.
                     refuseAndClose(session, error)
                     return
                 }

@@ -120,6 +120,52 @@ import Testing
         }
     }
 
+    /// The same one level down: the third knows `album` only as a directory without a name, and `album/sub`
+    /// already exists inside it; its push of `album/sub/three` goes into that `sub`, not into a new one.
+    @Test func nestedDirectoryCreatedElsewhere() throws {
+        let first = Book(), second = Book(), third = Book()
+        (first.origin, second.origin, third.origin) = ("a", "b", "c")
+        (second.clock, third.clock) = (100, 200)
+        (second.lastID, third.lastID) = (1000, 2000)
+        try first.put("album/one")
+        for record in first.log { second.catalog.apply(record) }
+        let secondStart = second.log.count
+        try second.put("album/sub/two")
+        for record in second.log[secondStart...] { third.catalog.apply(record) }
+        try third.put("album/sub/three")
+        let books = [first, second, third]
+        for book in books {
+            for other in books where other !== book { for record in other.log { book.catalog.apply(record) } }
+        }
+        for book in books {
+            let album = try #require(book.catalog.lookup(parent: Inode.rootID, name: "album"))
+            let sub = try #require(book.catalog.lookup(parent: album.id, name: "sub"))
+            #expect(Set(book.catalog.entries(of: album.id).map(\.name)) == ["one", "sub"], "on \(book.origin)")
+            #expect(Set(book.catalog.entries(of: sub.id).map(\.name)) == ["two", "three"], "on \(book.origin)")
+        }
+    }
+
+    /// A directory renamed away keeps its number; a new directory of its old name is another directory, also on a
+    /// node that has seen the old name go but not yet the new one arrive.
+    @Test func directoryRenamedAwayIsNotReused() throws {
+        let book = Book()
+        let logs = try book.make(.directory, "logs")
+        let old = try book.put("logs/a.log")
+        let split = book.log.count
+        try book.rename("logs", to: "logs.1")
+        let other = Book()
+        other.clock = 100
+        for record in book.log[..<split] { other.catalog.apply(record) }
+        // The rename's removal of `logs` has arrived, its new name `logs.1` not yet.
+        for record in book.log[split...] where record.dirent?.name == "logs" { other.catalog.apply(record) }
+        let fresh = try other.make(.directory, "logs")
+        #expect(fresh != logs, "a new directory must not take the renamed one's number")
+        for record in book.log[split...] { other.catalog.apply(record) }
+        let renamed = try #require(other.catalog.lookup(parent: Inode.rootID, name: "logs.1"))
+        #expect(renamed.id == logs && other.catalog.entries(of: logs).map(\.name) == ["a.log"])
+        #expect(other.catalog.entries(of: fresh).isEmpty && old.inode != fresh)
+    }
+
     @Test func mkdirCreateAndLookup() throws {
         let book = Book()
         #expect(book.rootLinks == 2)
