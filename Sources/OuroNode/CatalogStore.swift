@@ -72,9 +72,7 @@ public final class CatalogStore: @unchecked Sendable {
                 // Bytes after the end that are not the zeros written ahead (a crash mid-write of a later page, or
                 // rot in a length): gone, so that no later append lands in front of them; and a new incarnation,
                 // since records may have been cut that peers already hold under their numbers.
-                guard truncate(path.string, off_t(end)) == 0 else {
-                    throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
-                }
+                try Self.cut(path, at: end)
                 logger.warning("cut unexpected bytes after the end of the catalog log", metadata: ["offset": "\(end)"])
                 logReserved = logEnd
                 damaged = true
@@ -136,9 +134,7 @@ public final class CatalogStore: @unchecked Sendable {
         }
         func cutTornTail(at offset: Int) throws {
             logger.warning("dropping a torn record at the end of the catalog log", metadata: ["bytes": "\(bytes.count - offset)"])
-            guard truncate(path.string, off_t(offset)) == 0 else {
-                throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
-            }
+            try cut(path, at: offset)
         }
         var entries: [LoadedEntry] = []
         var offset = magic.count
@@ -177,6 +173,12 @@ public final class CatalogStore: @unchecked Sendable {
             }
         }
         return entries
+    }
+
+    private static func cut(_ path: FilePath, at offset: Int) throws {
+        guard truncate(path.string, off_t(offset)) == 0 else {
+            throw OuroError(.internal, "cannot repair \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// The first format (one JSON record a line), read once and then rewritten as frames.

@@ -63,17 +63,14 @@ extension Node {
     private func syncElsewhereIfNeeded(_ pending: [PendingApply], delivered: Set<NodeAddress>) {
         var missing = pending.filter { $0.syncNow && !delivered.contains($0.peer) }.count
         guard missing > 0 else { return }
-        var covered = Set(([ownDisk] + pending.filter { $0.syncNow && delivered.contains($0.peer) }.map { peerDisks.disk(of: $0.peer) })
-            .compactMap { $0 })
-        for item in pending where missing > 0 && !item.syncNow && delivered.contains(item.peer) {
-            let disk = peerDisks.disk(of: item.peer)
-            if let disk, covered.contains(disk) { continue }
-            var again = item
+        let synced = pending.filter { $0.syncNow && delivered.contains($0.peer) }.map(\.peer)
+        let covered = Set(([ownDisk] + synced.map { peerDisks.disk(of: $0) }).compactMap { $0 })
+        let deferred = pending.filter { !$0.syncNow && delivered.contains($0.peer) }
+        for peer in Self.syncPeers(deferred.map(\.peer), covered: covered, wanted: missing, diskOf: { peerDisks.disk(of: $0) }) {
+            var again = deferred.first { $0.peer == peer }!
             again.syncNow = true
-            again.connection = try? send(again, on: pool.take(item.peer))
-            guard awaitPeers([again]).contains(item.peer) else { continue }
-            missing -= 1
-            if let disk { covered.insert(disk) }
+            again.connection = try? send(again, on: pool.take(peer))
+            if awaitPeers([again]).contains(peer) { missing -= 1 }
         }
         if missing > 0 {
             logger.warning("a catalog change is on fewer disks than a file has copies; the peers catch up by sync",

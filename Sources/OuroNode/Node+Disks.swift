@@ -52,24 +52,24 @@ extension Node {
         }
     }
 
+    /// The peers (in ring order after this node) that must fsync a change before it is answered, so that it is on
+    /// `copies` disks: this node's counts first.
     func peersThatSyncNow(_ peers: [NodeAddress]) -> Set<NodeAddress> {
-        Self.syncPeers(peers, ownDisk: ownDisk, copies: configuration.copies) { peerDisks.disk(of: $0) }
+        Set(Self.syncPeers(peers, covered: Set([ownDisk].compactMap { $0 }), wanted: configuration.copies - 1) {
+            peerDisks.disk(of: $0)
+        })
     }
 
-    /// The peers (in ring order after this node) that must fsync a change before it is answered: one per disk not
-    /// yet holding it, until it is on `copies` disks (this node's disk counts first; an unknown disk counts as one
-    /// of its own).
-    public static func syncPeers(_ peers: [NodeAddress], ownDisk: String?, copies: Int,
-                                 diskOf: (NodeAddress) -> String?) -> Set<NodeAddress> {
-        var covered: Set<String> = ownDisk.map { [$0] } ?? []
-        var wanted = copies - 1
-        var chosen: Set<NodeAddress> = []
-        for peer in peers where wanted > 0 {
+    /// Up to `wanted` of `peers`, in order, one per disk not in `covered` (an unknown disk counts as one of its own).
+    public static func syncPeers(_ peers: [NodeAddress], covered: Set<String>, wanted: Int,
+                                 diskOf: (NodeAddress) -> String?) -> [NodeAddress] {
+        var covered = covered
+        var chosen: [NodeAddress] = []
+        for peer in peers where chosen.count < wanted {
             let disk = diskOf(peer)
             if let disk, covered.contains(disk) { continue }
             if let disk { covered.insert(disk) }
-            chosen.insert(peer)
-            wanted -= 1
+            chosen.append(peer)
         }
         return chosen
     }

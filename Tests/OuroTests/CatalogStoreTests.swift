@@ -75,7 +75,9 @@ import Testing
     @Test func peersThatFsyncBeforeTheAnswer() {
         let peers = (1...4).map { NodeAddress(host: "10.0.0.\($0)", port: 7000) }
         func chosen(_ disks: [String?], own: String?, copies: Int) -> [Int] {
-            let set = Node.syncPeers(peers, ownDisk: own, copies: copies) { peer in disks[peers.firstIndex(of: peer)!] }
+            let set = Set(Node.syncPeers(peers, covered: Set([own].compactMap { $0 }), wanted: copies - 1) { peer in
+                disks[peers.firstIndex(of: peer)!]
+            })
             return peers.indices.filter { set.contains(peers[$0]) }
         }
         #expect(chosen(["a", "a", "a", "a"], own: "a", copies: 2) == [], "one disk: ours is the only copy there is")

@@ -95,26 +95,33 @@ import Testing
         }
     }
 
-    /// Three nodes put files into a directory none of them has yet (`ouro push` of photos into `album/`). The third
-    /// hears of the second's file, which went into the directory the first created, before it hears of that
-    /// directory's name: it must still make its own `album` the same inode, or the others' files would vanish when
-    /// the names merge.
-    @Test func directoryCreatedElsewhereArrivesAfterItsContents() throws {
-        let first = Book(), second = Book(), third = Book()
-        (first.origin, second.origin, third.origin) = ("a", "b", "c")
-        (second.clock, third.clock) = (100, 200)
-        (second.lastID, third.lastID) = (1000, 2000)
-        try first.put("album/one")
-        for record in first.log { second.catalog.apply(record) }
-        let secondStart = second.log.count
-        try second.put("album/two")
-        for record in second.log[secondStart...] { third.catalog.apply(record) }  // the file and the touched directory
-        try third.put("album/three")
-        let books = [first, second, third]
+    /// Three nodes put a file each into directories none of them has yet (`ouro push` of photos into `album/`). The
+    /// second hears of the first's put before its own; the third hears of the second's put (its file and the
+    /// directory it touched) before it hears of the directory's name. Then every node gets every record. Returns
+    /// the three books, merged.
+    static func overtakenPuts(_ first: String, _ second: String, _ third: String) throws -> [Book] {
+        let books = [Book(), Book(), Book()]
+        for (index, book) in books.enumerated() {
+            book.origin = ["a", "b", "c"][index]
+            book.clock = UInt64(index * 100)
+            book.lastID = UInt64(100 + index * 1000)
+        }
+        try books[0].put(first)
+        for record in books[0].log { books[1].catalog.apply(record) }
+        let secondStart = books[1].log.count
+        try books[1].put(second)
+        for record in books[1].log[secondStart...] { books[2].catalog.apply(record) }
+        try books[2].put(third)
         for book in books {
             for other in books where other !== book { for record in other.log { book.catalog.apply(record) } }
         }
-        for book in books {
+        return books
+    }
+
+    /// The third must still make its own `album` the same inode, or the others' files would vanish when the names
+    /// merge.
+    @Test func directoryCreatedElsewhereArrivesAfterItsContents() throws {
+        for book in try Self.overtakenPuts("album/one", "album/two", "album/three") {
             let album = try #require(book.catalog.lookup(parent: Inode.rootID, name: "album"))
             #expect(Set(book.catalog.entries(of: album.id).map(\.name)) == ["one", "two", "three"], "on \(book.origin)")
         }
@@ -123,21 +130,7 @@ import Testing
     /// The same one level down: the third knows `album` only as a directory without a name, and `album/sub`
     /// already exists inside it; its push of `album/sub/three` goes into that `sub`, not into a new one.
     @Test func nestedDirectoryCreatedElsewhere() throws {
-        let first = Book(), second = Book(), third = Book()
-        (first.origin, second.origin, third.origin) = ("a", "b", "c")
-        (second.clock, third.clock) = (100, 200)
-        (second.lastID, third.lastID) = (1000, 2000)
-        try first.put("album/one")
-        for record in first.log { second.catalog.apply(record) }
-        let secondStart = second.log.count
-        try second.put("album/sub/two")
-        for record in second.log[secondStart...] { third.catalog.apply(record) }
-        try third.put("album/sub/three")
-        let books = [first, second, third]
-        for book in books {
-            for other in books where other !== book { for record in other.log { book.catalog.apply(record) } }
-        }
-        for book in books {
+        for book in try Self.overtakenPuts("album/one", "album/sub/two", "album/sub/three") {
             let album = try #require(book.catalog.lookup(parent: Inode.rootID, name: "album"))
             let sub = try #require(book.catalog.lookup(parent: album.id, name: "sub"))
             #expect(Set(book.catalog.entries(of: album.id).map(\.name)) == ["one", "sub"], "on \(book.origin)")
