@@ -134,6 +134,7 @@ public struct NodeClient: Sendable {
                           reply: (Connection) throws -> T) throws -> T {
         let connection = try Connection(to: address)
         connection.socket.setTimeouts(seconds: 600)  // the node fsyncs every copy before it answers
+        connection.socket.enlargeSendBufferForStreaming()
         try connection.send(header)
         var position = off_t(offset)
         let end = offset + sizeBytes

@@ -72,6 +72,19 @@ public final class Socket: ByteSource, @unchecked Sendable {
         return socket
     }
 
+    /// Makes room for a bulk stream in the send buffer of a Unix-socket connection (`Limits.streamSocketSendBufferBytes`).
+    /// On TCP it does nothing: a fixed size would turn off the kernel's autotuning, and a stock `wmem_max` caps it low.
+    public func enlargeSendBufferForStreaming() {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let family = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 ? Int32($0.pointee.sa_family) : -1 }
+        }
+        guard family == AF_UNIX else { return }
+        var bytes = Limits.streamSocketSendBufferBytes
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// A send or receive blocked this long fails with UNAVAILABLE.
     public func setTimeouts(seconds: Int) {
         var time = timeval(tv_sec: seconds, tv_usec: 0)

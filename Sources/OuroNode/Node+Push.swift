@@ -90,6 +90,7 @@ extension Node {
                 if !isReachable(next) { setLiveness(next, alive: false) }
                 throw OuroError.unavailable("cannot reach \(next) to relay chunks: \(error)")
             }
+            downstream!.socket.enlargeSendBufferForStreaming()
             try downstream!.send(RelayHeader(contentID: contentID, sizeBytes: plan.layout.sizeBytes, copies: plan.copies,
                                              position: position + 1, chain: chain).line)
         }
