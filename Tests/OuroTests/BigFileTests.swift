@@ -3,7 +3,7 @@ import Glibc
 import OuroCore
 import Testing
 
-/// A 256 MiB file through a 3-node ring, generated and checked while streaming: nothing holds it whole.
+/// A 256 MiB file through rings of 1, 2, 3 and 5 nodes, generated and checked while streaming: nothing holds it whole.
 @Suite struct BigFileTests {
     /// CRC-32C of each chunk of a file, fed the file's bytes in order in pieces of any size.
     struct ChunkChecksums {
@@ -31,33 +31,37 @@ import Testing
         var values: [UInt32] { checksums.map(\.value) }
     }
 
-    @Test func quarterGibibyteOnThreeNodes() throws {
+    @Test(arguments: [1, 2, 3, 5])
+    func quarterGibibyte(nodes: Int) throws {
         let sizeBytes: UInt64 = 256 << 20
-        let seed = TestSeed.derived("quarterGibibyte")
-        let ring = try Ring(nodes: 3, label: "big")
+        let seed = TestSeed.derived("quarterGibibyte-\(nodes)")
+        let ring = try Ring(nodes: nodes, label: "big-\(nodes)")
         defer { ring.shutdown() }
+        // Pushed to the last node, pulled from the first: with more than one node, not the start node.
+        let start = nodes - 1
+        let puller = 0
 
         var generator = PseudoRandomBytes(seed: seed)
-        var chunks = ChunkChecksums(sizeBytes: sizeBytes, parts: 3)
+        var chunks = ChunkChecksums(sizeBytes: sizeBytes, parts: nodes)
         var whole = CRC32C()
         let pushStarted = Deadline.now
-        let reply = try ring.push(1, name: "big/quarter.bin", sizeBytes: sizeBytes) { buffer in
+        let reply = try ring.push(start, name: "big/quarter.bin", sizeBytes: sizeBytes) { buffer in
             generator.fill(buffer)
             chunks.update(UnsafeRawBufferPointer(buffer))
             whole.update(UnsafeRawBufferPointer(buffer))
         }
         let pushSeconds = Deadline.now - pushStarted
-        #expect(reply == ["FILE \(sizeBytes) bytes split into 3 chunks and distributed", "OK"])
-        try ring.expectPlacement(of: "big/quarter.bin", start: 1, sizeBytes: sizeBytes, chunkChecksums: chunks.values)
+        #expect(reply == ["FILE \(sizeBytes) bytes split into \(nodes) chunks and distributed", "OK"])
+        try ring.expectPlacement(of: "big/quarter.bin", start: start, sizeBytes: sizeBytes, chunkChecksums: chunks.values)
 
-        // Pull from a node that is not the start node; compare every byte with the regenerated stream.
+        // Compare every pulled byte with the regenerated stream.
         var expected = PseudoRandomBytes(seed: seed)
         var scratch = [UInt8](repeating: 0, count: 1 << 20)
         var received: UInt64 = 0
         var pulledChecksum = CRC32C()
         var firstMismatch: UInt64?
         let pullStarted = Deadline.now
-        try ring.pull(2, name: "big/quarter.bin") { bytes in
+        try ring.pull(puller, name: "big/quarter.bin") { bytes in
             pulledChecksum.update(bytes)
             scratch.withUnsafeMutableBytes { raw in
                 let target = UnsafeMutableRawBufferPointer(rebasing: raw[..<bytes.count])
@@ -69,12 +73,12 @@ import Testing
             received += UInt64(bytes.count)
         }
         let pullSeconds = Deadline.now - pullStarted
-        print("OuroTests: 256 MiB push \(String(format: "%.1f", pushSeconds)) s, pull \(String(format: "%.1f", pullSeconds)) s")
+        print("OuroTests: 256 MiB on \(nodes) nodes: push \(String(format: "%.1f", pushSeconds)) s, pull \(String(format: "%.1f", pullSeconds)) s")
         #expect(received == sizeBytes)
         #expect(firstMismatch == nil, "pulled bytes differ from the pushed ones in the MiB starting at \(firstMismatch ?? 0)")
         #expect(pulledChecksum == whole)
-        // The node streamed: it never held the file (or a whole 85 MiB chunk) in memory.
-        for node in 0..<3 {
+        // Every node streamed: none held the file, or one of its chunks (51 to 256 MiB), in memory.
+        for node in 0..<nodes {
             let peak = try #require(Self.peakResidentBytes(of: ring.members[node].process!.pid))
             #expect(peak < 80 << 20, "node \(node) peaked at \(peak >> 20) MiB resident")
         }
