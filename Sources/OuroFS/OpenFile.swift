@@ -40,8 +40,10 @@ final class OpenFile: @unchecked Sendable {
     }
 
     /// A new open saw these attributes: if the content changed elsewhere and we hold no writes, read the new one.
+    /// Attributes older than ours (asked for before our last push landed) change nothing.
     func refresh(_ fresh: InodeStat) {
         lock.withLock {
+            guard fresh.inode.version > stat.inode.version else { return }
             guard !dirty, fresh.inode.content?.id != stat.inode.content?.id else {
                 if !dirty { stat = fresh }
                 return
@@ -175,6 +177,7 @@ final class OpenFile: @unchecked Sendable {
         dirty = false
         pendingMtime = nil
         readAhead = nil
+        fileSystem.notePushed(updated)
     }
 
     /// The first close of a file created here: names it in the catalog, with its bytes if they are few (one commit

@@ -45,7 +45,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     private let lock = Lock()
     /// Files open through at least one handle, by inode: all handles of one inode share its spool.
     private var openFiles: [UInt64: OpenFile] = [:]
-    private var handles: [UInt64: OpenFile] = [:]
+    private var handles: [UInt64: Handle] = [:]
     private var nextHandle: UInt64 = 1
     private var spooledBytes: UInt64 = 0
     /// Directories whose attributes came back with a change we made, and when: the kernel asks for them at once
@@ -58,6 +58,21 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     private var pendingCreates: [UInt64: PendingCreate] = [:]
     /// Held while naming a pending file, so that it is named once.
     private let namingLock = Lock()
+    /// The newest attributes of files whose content this mount pushed lately, with the push's serial number. An open
+    /// asks the ring for attributes without holding our lock; if another handle's close pushes the file meanwhile,
+    /// the answer may predate that push, and a file opened from it would later push older bytes over the newer ones.
+    private var recentPushes: [UInt64: (stat: InodeStat, serial: UInt64)] = [:]
+    private var pushSerial: UInt64 = 0
+    /// Pushes with a smaller serial may have been forgotten (only the newest `recentPushLimit / 2` are kept for sure).
+    private var pushesForgottenBelow: UInt64 = 0
+    private static let recentPushLimit = 2048
+
+    /// One open file description: its file, and whether it was opened for writing. Only a writer's close pushes:
+    /// a reader's close would push another handle's half-written bytes.
+    struct Handle {
+        var file: OpenFile
+        var writes: Bool
+    }
 
     struct PendingCreate {
         var parent: UInt64
@@ -257,7 +272,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, context: RequestContext) throws -> FileAttributes {
         try nameCreated(inDirectories: [], inodes: [inode])
-        let open = lock.withLock { handle.flatMap { handles[$0] } ?? openFiles[inode] }
+        let open = lock.withLock { handle.flatMap { handles[$0]?.file } ?? openFiles[inode] }
         var sizeHandled = false
         if let size = changes.sizeBytes {
             if let open {
@@ -294,26 +309,58 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     /// The shared open state of `inode`, created from fresh attributes (close-to-open: every open asks the ring).
     func openFile(inode: UInt64, fresh: Bool) throws -> OpenFile {
-        if let pending = lock.withLock({ pendingCreates[inode] }) { return try openFile(current: pending.stat) }
-        return try openFile(current: stat(inode))
+        while true {
+            if let pending = lock.withLock({ pendingCreates[inode] }) { return try openFile(created: pending.stat) }
+            let serialBefore = lock.withLock { pushSerial }
+            if let file = try openFile(current: stat(inode), fetchedAfterPush: serialBefore) { return file }
+            // A push of this file may have landed while we asked, and it is no longer remembered: ask again.
+        }
     }
 
-    func openFile(current: InodeStat) throws -> OpenFile {
+    /// The open state of a file just created here: its attributes cannot be older than a push of ours.
+    func openFile(created stat: InodeStat) throws -> OpenFile {
+        try openFile(current: stat, fetchedAfterPush: nil)!  // nil only when asked to check staleness
+    }
+
+    /// The shared open state for `current`, made from it if the file is not open. `fetchedAfterPush`: the push serial
+    /// when `current` was asked for, or nil not to check. Returns nil if `current` may be older than a push of ours
+    /// that is no longer remembered.
+    private func openFile(current: InodeStat, fetchedAfterPush: UInt64?) throws -> OpenFile? {
         let inode = current.inode.id
         guard current.inode.kind == .file else { throw FileSystemError(current.inode.kind == .directory ? EISDIR : EINVAL) }
-        let (file, shared): (OpenFile, Bool) = lock.withLock {
+        let opened: (file: OpenFile, shared: Bool, stat: InodeStat)? = lock.withLock {
+            var current = current
+            if let known = recentPushes[inode]?.stat {
+                if known.inode.version > current.inode.version { current = known }
+            } else if let serialBefore = fetchedAfterPush, pushesForgottenBelow > serialBefore {
+                return nil
+            }
             if let existing = openFiles[inode] {
                 existing.references += 1
-                return (existing, true)
+                return (existing, true, current)
             }
             let file = OpenFile(stat: current, fileSystem: self)
             file.references = 1
             openFiles[inode] = file
-            return (file, false)
+            return (file, false, current)
         }
+        guard let opened else { return nil }
         // Outside our lock: an open file's lock is always taken first (flush and write take ours inside theirs).
-        if shared { file.refresh(current) }
-        return file
+        if opened.shared { opened.file.refresh(opened.stat) }
+        return opened.file
+    }
+
+    /// A push by this mount made `stat` the file's state (called with the open file's lock held).
+    func notePushed(_ stat: InodeStat) {
+        lock.withLock {
+            pushSerial += 1
+            if let known = recentPushes[stat.inode.id], known.stat.inode.version > stat.inode.version { return }
+            recentPushes[stat.inode.id] = (stat, pushSerial)
+            if recentPushes.count > Self.recentPushLimit {
+                pushesForgottenBelow = pushSerial - UInt64(Self.recentPushLimit / 2)
+                recentPushes = recentPushes.filter { $0.value.serial >= pushesForgottenBelow }
+            }
+        }
     }
 
     func close(_ file: OpenFile) {
@@ -329,26 +376,31 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         }
     }
 
-    private func register(_ file: OpenFile) -> UInt64 {
+    private func register(_ file: OpenFile, writes: Bool) -> UInt64 {
         lock.withLock {
             let handle = nextHandle
             nextHandle += 1
-            handles[handle] = file
+            handles[handle] = Handle(file: file, writes: writes)
             return handle
         }
     }
 
     private func file(_ handle: UInt64) throws -> OpenFile {
-        guard let file = lock.withLock({ handles[handle] }) else { throw FileSystemError(EBADF) }
-        return file
+        try self.handle(handle).file
+    }
+
+    private func handle(_ handle: UInt64) throws -> Handle {
+        guard let found = lock.withLock({ handles[handle] }) else { throw FileSystemError(EBADF) }
+        return found
     }
 
     public func open(inode: UInt64, flags: Int32, context: RequestContext) throws -> UInt64 {
         let file = try openFile(inode: inode, fresh: true)
-        if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+        let writes = flags & O_ACCMODE != O_RDONLY
+        if flags & O_TRUNC != 0 && writes {
             do { try file.truncate(to: 0) } catch { close(file); throw error }
         }
-        return register(file)
+        return register(file, writes: writes)
     }
 
     public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, context: RequestContext) throws -> (FileAttributes, UInt64) {
@@ -360,8 +412,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
                               permissions: mode & 0o7777, uid: context.uid, gid: context.gid, timeNs: now)
             let stat = InodeStat(inode: inode, linkCount: 1)
             lock.withLock { pendingCreates[inode.id] = PendingCreate(parent: parent, name: name, stat: stat) }
-            let file = try openFile(current: stat)
-            return (attributes(stat), register(file))
+            let file = try openFile(created: stat)
+            return (attributes(stat), register(file, writes: true))
         }
         try nameCreated(inDirectories: [parent])
         let reply = try fs("MKNOD") {
@@ -369,8 +421,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             $0.uid = context.uid; $0.gid = context.gid
         }
         // The new inode's attributes came back with it: no second call to open it.
-        let file = try openFile(current: reply.stat!)
-        return (attributes(reply.stat!), register(file))
+        let file = try openFile(created: reply.stat!)
+        return (attributes(reply.stat!), register(file, writes: true))
     }
 
     public func read(handle: UInt64, offset: UInt64, size: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
@@ -382,7 +434,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     public func flush(handle: UInt64) throws {
-        try file(handle).flush()
+        let handle = try self.handle(handle)
+        if handle.writes { try handle.file.flush() }
     }
 
     public func fsync(handle: UInt64, dataOnly: Bool) throws {
@@ -390,9 +443,12 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     public func release(handle: UInt64) throws {
-        guard let file = lock.withLock({ handles.removeValue(forKey: handle) }) else { throw FileSystemError(EBADF) }
+        guard let released = lock.withLock({ handles.removeValue(forKey: handle) }) else { throw FileSystemError(EBADF) }
+        let file = released.file
         defer { close(file) }
-        // close() already returned flush's result; this only retries a push that failed then.
+        // close() already returned flush's result; this only retries a push that failed then. A reader's release
+        // pushes only as the file's last handle, when writes left unpushed would otherwise be dropped.
+        guard released.writes || lock.withLock({ file.references == 1 }) else { return }
         do { try file.flush() } catch { logger.error("write lost at release", metadata: ["inode": "\(file.inode)", "error": "\(error)"]) }
     }
 

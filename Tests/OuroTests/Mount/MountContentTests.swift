@@ -20,6 +20,39 @@ struct MountContentTests {
         }
     }
 
+    @Test("writers and appenders at once on one mount: every write lands")
+    func concurrentWriters() throws {
+        try MountedRing.with(label: "concurrent") { ring in
+            // Each writer opens, writes one byte at its own offset and closes, twenty times, beside three others:
+            // an open that raced another handle's close used to start from the content before that close's push.
+            let bytes = try ring.ok(#"""
+                cd "$M" && head -c 4096 /dev/zero > race
+                for k in 0 1 2 3; do
+                    ( for j in $(seq 0 19); do printf X | dd of=race bs=1 seek=$((k * 1024 + j)) conv=notrunc status=none; done ) &
+                done
+                wait
+                tr -cd X < race | wc -c
+                """#, timeoutSeconds: 120)
+            #expect(Lines.of(bytes) == ["80"])
+            // Two appenders: every line arrives whole, and nothing else (no runs of NUL bytes).
+            let lines = try ring.ok(#"""
+                cd "$M" && for p in A B; do ( for i in $(seq 1 150); do echo "$p$i-xxxxxxxxxxxxxxxxxxxx" >> log; done ) & done
+                wait
+                wc -l < log; grep -c -a -x '[AB][0-9]*-xxxxxxxxxxxxxxxxxxxx' log; sort -u log | wc -l; tr -cd '\000' < log | wc -c
+                """#, timeoutSeconds: 120)
+            #expect(Lines.of(lines) == ["300", "300", "300", "0"])
+            // A file rewritten while readers come and go: once the writer is done, every reader sees its last version.
+            let sizes = try ring.ok(#"""
+                cd "$M" && head -c 1000000 /dev/zero | tr '\0' A > re
+                ( for l in B C D E F G; do head -c 1000000 /dev/zero | tr '\0' $l > re; done ) &
+                for i in $(seq 1 30); do cat re > /dev/null; done
+                wait
+                stat -c %s re; wc -c < re; tr -d G < re | wc -c
+                """#, timeoutSeconds: 120)
+            #expect(Lines.of(sizes) == ["1000000", "1000000", "0"])
+        }
+    }
+
     @Test("overwrite with a shorter file")
     func overwriteShorter() throws {
         try MountedRing.with(label: "overwrite") { ring in
