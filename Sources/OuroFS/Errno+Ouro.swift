@@ -53,7 +53,10 @@ extension InodeKind {
 }
 
 func timespec(nanoseconds: Int64) -> timespec {
-    Glibc.timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    // Rounded down: a time before 1970 with a fraction has a negative second and a positive tv_nsec.
+    let (seconds, fraction) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+    return fraction < 0 ? Glibc.timespec(tv_sec: Int(seconds - 1), tv_nsec: Int(fraction + 1_000_000_000))
+                        : Glibc.timespec(tv_sec: Int(seconds), tv_nsec: Int(fraction))
 }
 
 func nanoseconds(_ time: timespec) -> Int64 { Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec) }

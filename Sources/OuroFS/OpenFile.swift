@@ -34,6 +34,9 @@ final class OpenFile: @unchecked Sendable {
         sizeBytes = stat.inode.sizeBytes
     }
 
+    /// The attributes this file was opened with, or got from its last push.
+    var currentStat: InodeStat { lock.withLock { stat } }
+
     /// Size and mtime as the writer sees them, while there are unpushed writes.
     func localAttributes() -> (sizeBytes: UInt64, mtimeNs: Int64?)? {
         lock.withLock { dirty ? (sizeBytes, pendingMtime ?? lastWriteNs) : nil }
@@ -157,6 +160,11 @@ final class OpenFile: @unchecked Sendable {
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
                 try pushed(updated)
+            } catch where FileSystemError(error).errno == ENOENT {
+                // Deleted while open (here or through another mount): as with an unlinked local file, the bytes
+                // written stay readable through the handles and go with the last one; close succeeds.
+                dirty = false
+                fileSystem.logger.debug("writes to a deleted file dropped", metadata: ["inode": "\(inode)"])
             } catch {
                 fileSystem.logger.error("push failed", metadata: ["inode": "\(inode)", "bytes": "\(size)", "error": "\(error)"])
                 throw FileSystemError(error)

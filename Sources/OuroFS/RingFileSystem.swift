@@ -162,7 +162,13 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         }
         if let fresh { return attributes(fresh) }
         if let pending = lock.withLock({ pendingCreates[inode] }) { return attributes(pending.stat) }
-        return try attributes(stat(inode))
+        do {
+            return try attributes(stat(inode))
+        } catch let error as FileSystemError where error.errno == ENOENT {
+            // Deleted while open here: as an unlinked local file, it lives on for its handles, with no links.
+            guard let open = lock.withLock({ openFiles[inode] }) else { throw error }
+            return attributes(InodeStat(inode: open.currentStat.inode, linkCount: 0))
+        }
     }
 
     // MARK: Files named on their first close

@@ -10,6 +10,8 @@ final class Child {
     let logPath: String
     var pid: pid_t = 0
     var restarts = 0
+    /// After a failed start: when to try again (`pid` is 0 until then).
+    var retryAt = 0.0
 
     init(name: String, arguments: [String], logPath: String) {
         self.name = name
@@ -19,6 +21,7 @@ final class Child {
 
     /// Starts `ouro <arguments>` (this same executable) with its output appended to `logPath`.
     func spawn() throws {
+        pid = 0
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -34,18 +37,24 @@ final class Child {
         var defaults = Signals.set
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let executable = selfExecutable()
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        // The very binary this process runs, even if a rebuild has replaced or removed its file since: a restarted
+        // node runs the same version as the rest of the ring. Its path is only the name the child is listed under.
+        let argv = ([selfExecutablePath()] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
-        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        var started: pid_t = 0
+        let result = posix_spawn(&started, "/proc/self/exe", &actions, &attributes, argv, environ)
         guard result == 0 else { throw fail("cannot start \(name): \(String(cString: strerror(result)))") }
+        pid = started
     }
 }
 
-func selfExecutable() -> String {
+/// The path this process was started from (without the " (deleted)" the kernel adds once the file is replaced).
+func selfExecutablePath() -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    return count > 0 ? String(cString: buffer) : CommandLine.arguments[0]
+    guard count > 0 else { return CommandLine.arguments[0] }
+    let path = String(cString: buffer)
+    return path.hasSuffix(" (deleted)") ? String(path.dropLast(" (deleted)".count)) : path
 }
 
 struct UpCommand: ParsableCommand {
@@ -145,14 +154,29 @@ struct UpCommand: ParsableCommand {
                 return
             }
             for child in children {
+                if child.pid == 0 {
+                    if monotonicSeconds() >= child.retryAt { restart(child) }
+                    continue
+                }
                 var status: Int32 = 0
                 guard waitpid(child.pid, &status, WNOHANG) == child.pid else { continue }
+                child.pid = 0
                 child.restarts += 1
                 FileHandleLite.standardError.write("ouro up: \(child.name) exited (status \(status)); restarting\n")
                 usleep(500_000)
-                do { try child.spawn() } catch { FileHandleLite.standardError.write("ouro up: \(error)\n") }
+                restart(child)
             }
             usleep(100_000)
+        }
+    }
+
+    /// Starts `child` again; if that fails, tries again every 2 s (a failed start must not end the supervision).
+    private func restart(_ child: Child) {
+        do {
+            try child.spawn()
+        } catch {
+            child.retryAt = monotonicSeconds() + 2
+            FileHandleLite.standardError.write("ouro up: \(error); trying again in 2 s\n")
         }
     }
 }

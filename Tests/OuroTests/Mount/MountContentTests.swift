@@ -53,6 +53,33 @@ struct MountContentTests {
         }
     }
 
+    @Test("a file deleted while open stays readable and writable through its handles")
+    func deletedWhileOpen() throws {
+        try MountedRing.with(label: "orphan") { ring in
+            // A small (inline) and a chunked file: read after unlink, fstat shows no links; written after unlink,
+            // the bytes read back, and close succeeds; the names are gone.
+            let script = #"""
+                for size in 100 20000; do
+                    head -c $size /dev/zero | tr '\0' x > r$size
+                    perl -e '
+                        my ($size) = @ARGV;
+                        open(my $r, "<", "r$size") or die "open: $!"; unlink("r$size") or die "unlink: $!";
+                        my $data = do { local $/; <$r> }; my @st = stat($r);
+                        print length($data), " ", ($data eq "x" x $size ? "same" : "differs"), " links ", $st[3], "\n";
+                        close($r) or die "close: $!";
+                        open(my $w, "+>", "w$size") or die "create: $!"; syswrite($w, "a" x $size) == $size or die "write: $!";
+                        unlink("w$size") or die "unlink: $!"; syswrite($w, "b" x 10) == 10 or die "write after unlink: $!";
+                        sysseek($w, 0, 0); sysread($w, my $back, $size + 100);
+                        print length($back), " ", ($back eq ("a" x $size) . ("b" x 10) ? "same" : "differs"), "\n";
+                        close($w) or die "close: $!";' $size
+                done
+                ls -A
+                """#
+            let output = try ring.expectSameAsLocal("orphan", script)
+            #expect(Lines.of(output) == ["100 same links 0", "110 same", "20000 same links 0", "20010 same"])
+        }
+    }
+
     @Test("overwrite with a shorter file")
     func overwriteShorter() throws {
         try MountedRing.with(label: "overwrite") { ring in
@@ -146,6 +173,9 @@ struct MountContentTests {
             }
             #expect(Lines.of(parts[1]) == ["s1 1 981173106.000000000", "s4096 4096 1234567890.500000000",
                                            "dir 4096 981173106.000000000"])
+            // Before 1970, with a fraction of a second (as rsync and tar restore them).
+            let early = try ring.ok(#"cd "$M" && touch -m -d '@-1.25' s0 && touch -m -d '@-1500000000.5' s1 && stat -c '%n %.9Y' s0 s1"#)
+            #expect(Lines.of(early) == ["s0 -1.250000000", "s1 -1500000000.500000000"])
         }
     }
 

@@ -89,6 +89,22 @@ enum PortAllocator {
         throw TestFailure("no free port found in \(range)")
     }
 
+    /// `count` consecutive free ports (for `ouro up --base-port`); returns the first.
+    static func freePorts(count: Int) throws -> UInt16 {
+        for _ in 0..<1000 {
+            let base = UInt16.random(in: range.lowerBound...(range.upperBound - UInt16(count)))
+            let ports = (0..<count).map { base + UInt16($0) }
+            let fresh = lock.withLock {
+                guard handedOut.isDisjoint(with: ports) else { return false }
+                handedOut.formUnion(ports)
+                return true
+            }
+            guard fresh, ports.allSatisfy(isFree) else { continue }
+            return base
+        }
+        throw TestFailure("no \(count) consecutive free ports found in \(range)")
+    }
+
     private static func isFree(_ port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
