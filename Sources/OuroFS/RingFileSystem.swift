@@ -130,8 +130,19 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     func stat(_ inode: UInt64) throws -> InodeStat {
-        guard let stat = try fs("GETATTR", idempotent: true, { $0.inode = inode }).stat else { throw FileSystemError(EIO) }
+        guard let stat = try byNumber({ try fs("GETATTR", idempotent: true, { $0.inode = inode }).stat }) else { throw FileSystemError(EIO) }
         return stat
+    }
+
+    /// Runs a call addressed by inode number, where "not found" means the number is stale: the kernel reached it
+    /// through a name it cached, and the file was removed or replaced (through another mount, say). ESTALE makes
+    /// the kernel look the name up again (ENOENT would fail the call, though the name may well exist).
+    func byNumber<T>(_ call: () throws -> T) throws -> T {
+        do {
+            return try call()
+        } catch let error as FileSystemError where error.errno == ENOENT {
+            throw FileSystemError(ESTALE)
+        }
     }
 
     static func checkName(_ name: String) throws {
@@ -164,7 +175,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         if let pending = lock.withLock({ pendingCreates[inode] }) { return attributes(pending.stat) }
         do {
             return try attributes(stat(inode))
-        } catch let error as FileSystemError where error.errno == ENOENT {
+        } catch let error as FileSystemError where error.errno == ESTALE {
             // Deleted while open here: as an unlinked local file, it lives on for its handles, with no links.
             guard let open = lock.withLock({ openFiles[inode] }) else { throw error }
             return attributes(InodeStat(inode: open.currentStat.inode, linkCount: 0))
@@ -299,7 +310,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         let needsCall = changes.mode != nil || changes.uid != nil || changes.gid != nil || mtime != nil || atime != nil
             || (changes.sizeBytes != nil && !sizeHandled)
         guard needsCall else { return try getattr(inode: inode) }
-        let reply = try fs("SETATTR") {
+        let reply = try byNumber { try fs("SETATTR") {
             $0.inode = inode
             $0.mode = changes.mode.map { $0 & 0o7777 }
             $0.uid = changes.uid
@@ -307,7 +318,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             $0.sizeBytes = sizeHandled ? nil : changes.sizeBytes
             $0.mtimeNs = mtime
             $0.atimeNs = atime
-        }
+        } }
         return attributes(reply.stat!)
     }
 
@@ -477,7 +488,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry] {
         try nameCreated(inDirectories: [inode])
-        let reply = try fs("READDIR", idempotent: true) { $0.inode = inode }
+        let reply = try byNumber { try fs("READDIR", idempotent: true) { $0.inode = inode } }
         return (reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }
     }
 
@@ -486,9 +497,11 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func statfs() throws -> FileSystemStats {
         guard let usage = try fs("STATFS", idempotent: true, { _ in }).usage else { throw FileSystemError(EIO) }
         let block: UInt64 = 4096
+        // No fixed inode table: plenty free, and the total is used plus free (`df -i` shows what is used).
+        let freeFiles = UInt64(1) << 40
         return FileSystemStats(blockSize: block, totalBlocks: usage.totalBytes / block, freeBlocks: usage.freeBytes / block,
-                               availableBlocks: usage.availableBytes / block, files: usage.files,
-                               freeFiles: UInt64(1) << 40, maxNameLength: UInt64(Limits.nameComponentBytes))
+                               availableBlocks: usage.availableBytes / block, files: usage.files + freeFiles,
+                               freeFiles: freeFiles, maxNameLength: UInt64(Limits.nameComponentBytes))
     }
 
     // MARK: Extended attributes (the user namespace; others are not stored)

@@ -60,6 +60,10 @@ struct MountAttributeTests {
             #expect(statfs.count == 3 && UInt64(statfs[0]).map { $0 > 0 } == true)
             #expect(statfs.count == 3 && statfs[2] == "255", "name length limit: \(lines[1])")
             #expect(lines[2].hasPrefix("ouro@"), "file system name: \(lines[2])")
+            // `df -i`: the files in use, never a negative count.
+            let inodes = try ring.ok(#"mkdir "$M/dfi" && touch "$M/dfi/a" "$M/dfi/b" && df --output=iused "$M" | tail -n 1"#)
+            let inodesUsed = Int(inodes.trimmingCharacters(in: .whitespacesAndNewlines))
+            #expect(inodesUsed != nil && inodesUsed! >= 3, "df -i IUsed: \(inodes)")
         }
     }
 }

@@ -33,6 +33,19 @@ struct MountRingTests {
             // Removal and rename in A show in B's listings.
             try ring.ok(#"rm "$M/fromB/x" && mv "$M/r" "$M/renamed""#)
             #expect(try ring.ok(#"ls -A "$M1/fromB" && ls "$M1""#) == "fromB\nrenamed\nshared.txt\n")
+
+            // A file replaced in A (a new file renamed over it, or removed and made again) while B still has its
+            // name cached: B reads the new file at once, never "No such file or directory".
+            let replaced = try ring.ok(#"""
+                printf v0 > "$M/cfg" && cat "$M1/cfg" && echo
+                for v in 1 2 3; do
+                    cat "$M1/cfg" > /dev/null; stat "$M1/cfg" > /dev/null
+                    printf v$v > "$M/cfg.tmp" && mv "$M/cfg.tmp" "$M/cfg"
+                    cat "$M1/cfg"; stat -c ' %s' "$M1/cfg"
+                done
+                cat "$M1/cfg" > /dev/null; rm "$M/cfg"; printf again > "$M/cfg"; cat "$M1/cfg"; echo
+                """#)
+            #expect(replaced == "v0\nv1 2\nv2 2\nv3 2\nagain\n")
         }
     }
 
