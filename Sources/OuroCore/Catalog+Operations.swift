@@ -68,6 +68,14 @@ extension Catalog {
         return existing
     }
 
+    /// Group and permissions of an inode made in `directory`: in a set-group-ID directory it takes the directory's
+    /// group, and a new directory keeps the bit, as on Linux file systems (shared project directories rely on it).
+    static func inherited(from directory: Inode, kind: InodeKind, permissions: UInt32, gid: UInt32) -> (permissions: UInt32, gid: UInt32) {
+        let setGroupID: UInt32 = 0o2000
+        guard directory.permissions & setGroupID != 0 else { return (permissions, gid) }
+        return (kind == .directory ? permissions | setGroupID : permissions, directory.gid)
+    }
+
     /// Creates a new name for a new inode (mkdir, mknod, create, symlink).
     public func planCreate(parent: UInt64?, name: String?, kind: InodeKind, permissions: UInt32, uid: UInt32, gid: UInt32,
                            rdev: UInt32 = 0, symlinkTarget: String? = nil, version: Version, nowNs: Int64,
@@ -76,6 +84,7 @@ extension Catalog {
         let name = try PathName.validComponent(name ?? "")
         guard lookup(parent: directory.id, name: name) == nil else { throw OuroError(.exists, "\(name) exists") }
         let id = kind == .directory ? directoryID(parent: directory.id, name: name, otherwise: { newID }) : newID
+        let (permissions, gid) = Self.inherited(from: directory, kind: kind, permissions: permissions, gid: gid)
         let inode = Inode(id: id, version: version, kind: kind, permissions: permissions, uid: uid, gid: gid,
                           rdev: rdev, timeNs: nowNs, symlinkTarget: symlinkTarget)
         return Change(records: [CatalogRecord(inode),
@@ -108,6 +117,7 @@ extension Catalog {
             if linkCount(of: current) <= 1 { replaced.deleted = true }
             records.append(CatalogRecord(replaced))
         }
+        let (permissions, gid) = Self.inherited(from: directory, kind: .file, permissions: permissions, gid: gid)
         var inode = Inode(id: id, version: version, kind: .file, permissions: permissions, uid: uid, gid: gid, timeNs: nowNs)
         inode.content = content
         records += [CatalogRecord(inode), CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: id)),

@@ -58,6 +58,9 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     private var pendingCreates: [UInt64: PendingCreate] = [:]
     /// Held while naming a pending file, so that it is named once.
     private let namingLock = Lock()
+    /// Set-group-ID directories seen in replies, with their group: a file made here and named only at its first
+    /// close shows at once the group the ring gives it then (`Catalog.inherited`).
+    private var setGroupIDDirectories: [UInt64: UInt32] = [:]
     /// The newest attributes of files whose content this mount pushed lately, with the push's serial number. An open
     /// asks the ring for attributes without holding our lock; if another handle's close pushes the file meanwhile,
     /// the answer may predate that push, and a file opened from it would later push older bytes over the newer ones.
@@ -96,6 +99,10 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     func attributes(_ stat: InodeStat) -> FileAttributes {
         let inode = stat.inode
+        if inode.kind == .directory {
+            let setGroupID = inode.permissions & UInt32(S_ISGID) != 0
+            lock.withLock { setGroupIDDirectories[inode.id] = setGroupID ? inode.gid : nil }
+        }
         var size = inode.sizeBytes
         var mtime = inode.mtimeNs
         if inode.kind == .file, let open = lock.withLock({ openFiles[inode.id] }), let local = open.localAttributes() {
@@ -425,8 +432,9 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         if flags & O_TRUNC != 0 && flags & O_EXCL == 0 {
             // Named on its first close: the kernel saw no such name, and O_EXCL is not asked for.
             let now = nowNanoseconds()
+            let gid = lock.withLock { setGroupIDDirectories[parent] } ?? context.gid
             let inode = Inode(id: UInt64.random(in: 2...(UInt64(1) << 62)), version: .zero, kind: .file,
-                              permissions: mode & 0o7777, uid: context.uid, gid: context.gid, timeNs: now)
+                              permissions: mode & 0o7777, uid: context.uid, gid: gid, timeNs: now)
             let stat = InodeStat(inode: inode, linkCount: 1)
             lock.withLock { pendingCreates[inode.id] = PendingCreate(parent: parent, name: name, stat: stat) }
             let file = try openFile(created: stat)

@@ -12,6 +12,13 @@ struct MountAttributeTests {
                 chmod u+s,g+s d && stat -c '%n %a %u %g %A' f d && chmod 600 f && stat -c '%a %U' f
                 """#)
             #expect(output == "f 640 1234 5678 -rw-r-----\nd 6711 42 0 drws--s--x\n600 UNKNOWN\n")
+            // A set-group-ID directory hands its group to what is made in it, and its bit to new directories.
+            let inherited = try ring.expectSameAsLocal("setgid", #"""
+                mkdir shared && chgrp 1234 shared && chmod 2775 shared
+                printf x > shared/f && : > shared/g && mkdir shared/sub && ln -s f shared/l && mkfifo shared/p
+                stat -c '%n %g %a' shared/f shared/g shared/sub shared/p && stat -c '%n %g' shared/l
+                """#)
+            #expect(inherited == "shared/f 1234 644\nshared/g 1234 644\nshared/sub 1234 2755\nshared/p 1234 644\nshared/l 1234\n")
         }
     }
 
