@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "OuroTests", dependencies: ["OuroCore", "OuroClient", "OuroNode", "ouro"]),
+        .testTarget(name: "OuroTests", dependencies: ["OuroCore", "OuroClient", "OuroNode", "OuroFS", "ouro"]),
     ],
     swiftLanguageModes: [.v5]
 )

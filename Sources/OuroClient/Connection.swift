@@ -104,7 +104,7 @@ public final class ConnectionPool: @unchecked Sendable {
     }
 
     /// Errors that arrive as a complete `ERR` answer, after which a connection can carry the next request.
-    static let answeredCodes: Set<ErrorCode> = [.notFound, .exists, .notEmpty, .notDir, .isDir, .badRequest, .denied,
+    static let answeredCodes: Set<ErrorCode> = [.notFound, .gone, .exists, .notEmpty, .notDir, .isDir, .badRequest, .denied,
                                                  .notSupported, .noSpace, .tooLarge]
 
     public func take(_ address: NodeAddress) throws -> Connection {

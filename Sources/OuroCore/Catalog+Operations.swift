@@ -19,9 +19,14 @@ extension Catalog {
         public static let replace: UInt32 = 2
     }
 
-    /// The live inode `id`, or NOT_FOUND.
+    /// The live inode `id`; GONE if this catalog holds its removal, NOT_FOUND if it never heard of it (a node
+    /// that has not caught up may not know a new inode yet: only GONE says that the file was removed).
     public func existing(_ id: UInt64?) throws(OuroError) -> Inode {
-        guard let id, let inode = inode(id) else { throw .notFound("no such inode") }
+        guard let id else { throw .notFound("no such inode") }
+        guard let inode = inode(id) else {
+            if inodes[id]?.deleted == true { throw OuroError(.gone, "inode \(id) was removed") }
+            throw .notFound("no such inode")
+        }
         return inode
     }
 

@@ -16,8 +16,9 @@ public enum Limits {
     public static let streamBufferBytes = 1 << 20
     /// Send buffer of a Unix-socket connection that streams a file or chunk (a push and each hop of its relay). The
     /// default (~200 KiB) stalls every hop upstream as soon as one hop waits a moment for its disk; a few MiB lets the
-    /// hops write at their own pace (a 1 GiB push on three local nodes: ~1.5 s → ~1.25 s). The kernel caps it at
-    /// `net.core.wmem_max`. TCP connections keep the kernel's autotuning, which can grow further.
+    /// hops write at their own pace (a 1 GiB push on three local nodes: ~1.5 s → ~1.2 s). The kernel caps the request
+    /// at `net.core.wmem_max` (then doubles it): on a stock kernel that is ~416 KiB, here 8 MiB. TCP connections keep
+    /// the kernel's autotuning, which can grow further.
     public static let streamSocketSendBufferBytes: Int32 = 4 << 20
     /// A connection with no complete request for this long is closed.
     public static let idleTimeoutSeconds = 120

@@ -1,6 +1,8 @@
 /// The closed set of error codes on the wire (`ERR <CODE> <message>`). Clients map codes, never message texts.
 public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case notFound = "NOT_FOUND"
+    /// An inode number the catalog holds the removal of (NOT_FOUND: never heard of).
+    case gone = "GONE"
     case exists = "EXISTS"
     case notEmpty = "NOT_EMPTY"
     case notDir = "NOT_DIR"

@@ -10,6 +10,7 @@ extension FileSystemError {
         }
         switch error.code {
         case .notFound: self.init(xattr ? ENODATA : ENOENT)
+        case .gone: self.init(ENOENT)
         case .exists: self.init(EEXIST)
         case .notEmpty: self.init(ENOTEMPTY)
         case .notDir: self.init(ENOTDIR)

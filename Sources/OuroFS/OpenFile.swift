@@ -9,8 +9,9 @@ import OuroCore
 final class OpenFile: @unchecked Sendable {
     let inode: UInt64
     unowned let fileSystem: RingFileSystem
-    /// Handles open on this file (guarded by the file system's lock).
+    /// Handles open on this file, and how many of them were opened for writing (guarded by the file system's lock).
     var references = 0
+    var writers = 0
     private let lock = Lock()
     private var stat: InodeStat
     private var spool: Int32 = -1
@@ -43,12 +44,14 @@ final class OpenFile: @unchecked Sendable {
     }
 
     /// A new open saw these attributes: if the content changed elsewhere and we hold no writes, read the new one.
-    /// Attributes older than ours (asked for before our last push landed) change nothing.
+    /// Attributes older than ours (asked for before our last push landed) change nothing; equal ones may name new
+    /// holders of the same chunks (re-replication leaves the version as it is).
     func refresh(_ fresh: InodeStat) {
         lock.withLock {
-            guard fresh.inode.version > stat.inode.version else { return }
-            guard !dirty, fresh.inode.content?.id != stat.inode.content?.id else {
-                if !dirty { stat = fresh }
+            guard fresh.inode.version >= stat.inode.version, !dirty else { return }
+            guard fresh.inode.content?.id != stat.inode.content?.id else {
+                if fresh.inode.content != stat.inode.content { readAhead = nil }  // read from the new holders
+                stat = fresh
                 return
             }
             stat = fresh
@@ -160,9 +163,10 @@ final class OpenFile: @unchecked Sendable {
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
                 try pushed(updated)
-            } catch where FileSystemError(error).errno == ENOENT {
+            } catch where (error as? OuroError)?.code == .gone {
                 // Deleted while open (here or through another mount): as with an unlinked local file, the bytes
-                // written stay readable through the handles and go with the last one; close succeeds.
+                // written stay readable through the handles and go with the last one; close succeeds. (Only on
+                // GONE: a node that merely does not know the inode yet answers NOT_FOUND, and that is an error.)
                 dirty = false
                 fileSystem.logger.debug("writes to a deleted file dropped", metadata: ["inode": "\(inode)"])
             } catch {

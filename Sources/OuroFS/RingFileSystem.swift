@@ -61,9 +61,10 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     /// Set-group-ID directories seen in replies, with their group: a file made here and named only at its first
     /// close shows at once the group the ring gives it then (`Catalog.inherited`).
     private var setGroupIDDirectories: [UInt64: UInt32] = [:]
-    /// The newest attributes of files whose content this mount pushed lately, with the push's serial number. An open
-    /// asks the ring for attributes without holding our lock; if another handle's close pushes the file meanwhile,
-    /// the answer may predate that push, and a file opened from it would later push older bytes over the newer ones.
+    /// The newest attributes of files whose content this mount pushed (or truncated) lately, with the push's serial
+    /// number, without inline bytes and xattrs. An open asks the ring for attributes without holding our lock; if
+    /// another handle's close pushes the file meanwhile, the answer may predate that push, and a file opened from it
+    /// would later push older bytes over the newer ones.
     private var recentPushes: [UInt64: (stat: InodeStat, serial: UInt64)] = [:]
     private var pushSerial: UInt64 = 0
     /// Pushes with a smaller serial may have been forgotten (only the newest `recentPushLimit / 2` are kept for sure).
@@ -81,6 +82,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         var parent: UInt64
         var name: String
         var stat: InodeStat
+        /// The creator's group: the ring decides the file's group when it names it (`stat` shows its guess).
+        var callerGroup: UInt32
     }
 
     public init(ring: RingClient, options: RingFileSystemOptions, logger: Logger) throws {
@@ -97,18 +100,24 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     // MARK: Attributes
 
-    func attributes(_ stat: InodeStat) -> FileAttributes {
+    func attributes(_ given: InodeStat) -> FileAttributes {
+        var stat = given
+        if stat.inode.kind == .directory {
+            let setGroupID = stat.inode.permissions & UInt32(S_ISGID) != 0
+            lock.withLock { setGroupIDDirectories[stat.inode.id] = setGroupID ? stat.inode.gid : nil }
+        }
+        var local: (sizeBytes: UInt64, mtimeNs: Int64?)?
+        if stat.inode.kind == .file {
+            // Unpushed writes here: the writer's size and time. (This waits for a push in progress.)
+            local = lock.withLock({ openFiles[stat.inode.id] })?.localAttributes()
+            // A push of ours that landed while `given` was on its way (a close while the ring was asked) is newer.
+            if let pushed = lock.withLock({ recentPushes[stat.inode.id]?.stat }), pushed.inode.version > stat.inode.version {
+                stat = InodeStat(inode: pushed.inode, linkCount: stat.linkCount)
+            }
+        }
         let inode = stat.inode
-        if inode.kind == .directory {
-            let setGroupID = inode.permissions & UInt32(S_ISGID) != 0
-            lock.withLock { setGroupIDDirectories[inode.id] = setGroupID ? inode.gid : nil }
-        }
-        var size = inode.sizeBytes
-        var mtime = inode.mtimeNs
-        if inode.kind == .file, let open = lock.withLock({ openFiles[inode.id] }), let local = open.localAttributes() {
-            size = local.sizeBytes
-            mtime = local.mtimeNs ?? mtime
-        }
+        let size = local?.sizeBytes ?? inode.sizeBytes
+        let mtime = local?.mtimeNs ?? inode.mtimeNs
         return FileAttributes(inode: inode.id, mode: inode.kind.modeBits | inode.permissions, linkCount: UInt32(stat.linkCount),
                               uid: inode.uid, gid: inode.gid, rdev: inode.rdev, sizeBytes: size,
                               atime: timespec(nanoseconds: inode.atimeNs), mtime: timespec(nanoseconds: mtime),
@@ -199,7 +208,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             guard let pending = lock.withLock({ pendingCreates[inode] }) else { return nil }
             let reply = try fs("CREATE", idempotent: true) {
                 $0.parent = pending.parent; $0.name = pending.name; $0.inode = inode
-                $0.mode = pending.stat.inode.permissions; $0.uid = pending.stat.inode.uid; $0.gid = pending.stat.inode.gid
+                $0.mode = pending.stat.inode.permissions; $0.uid = pending.stat.inode.uid; $0.gid = pending.callerGroup
                 $0.data = data.map { .init($0) }
             }
             lock.withLock { _ = pendingCreates.removeValue(forKey: inode) }
@@ -301,6 +310,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         if let size = changes.sizeBytes {
             if let open {
                 try open.truncate(to: size)
+                // truncate(2) by name: no handle of the caller's will push it, and it must not wait for the others.
+                if handle == nil { try open.flush() }
                 sizeHandled = true
             } else if size != 0 {
                 // A truncate of a file nobody has open: rewrite it through a temporary spool.
@@ -326,6 +337,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             $0.mtimeNs = mtime
             $0.atimeNs = atime
         } }
+        // A truncate (or any change) an open racing with it must not undo with older bytes.
+        if let stat = reply.stat, stat.inode.kind == .file { notePushed(stat) }
         return attributes(reply.stat!)
     }
 
@@ -333,12 +346,16 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     /// The shared open state of `inode`, created from fresh attributes (close-to-open: every open asks the ring).
     func openFile(inode: UInt64, fresh: Bool) throws -> OpenFile {
-        while true {
+        for attempt in 0..<100 {
             if let pending = lock.withLock({ pendingCreates[inode] }) { return try openFile(created: pending.stat) }
             let serialBefore = lock.withLock { pushSerial }
             if let file = try openFile(current: stat(inode), fetchedAfterPush: serialBefore) { return file }
-            // A push of this file may have landed while we asked, and it is no longer remembered: ask again.
+            // The answer predates a push of ours (or may, and that push is forgotten): ask again. A node still
+            // catching up could answer the older state for a while: not faster than every 20 ms, for 2 s at most.
+            if attempt > 0 { usleep(20_000) }
         }
+        logger.error("the ring keeps answering attributes older than this mount's last push", metadata: ["inode": "\(inode)"])
+        throw FileSystemError(EIO)
     }
 
     /// The open state of a file just created here: its attributes cannot be older than a push of ours.
@@ -349,15 +366,16 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     /// The shared open state for `current`, made from it if the file is not open. `fetchedAfterPush`: the push serial
     /// when `current` was asked for, or nil not to check. Returns nil if `current` may be older than a push of ours
     /// that is no longer remembered.
-    private func openFile(current: InodeStat, fetchedAfterPush: UInt64?) throws -> OpenFile? {
+    func openFile(current: InodeStat, fetchedAfterPush: UInt64?) throws -> OpenFile? {
         let inode = current.inode.id
         guard current.inode.kind == .file else { throw FileSystemError(current.inode.kind == .directory ? EISDIR : EINVAL) }
         let opened: (file: OpenFile, shared: Bool, stat: InodeStat)? = lock.withLock {
-            var current = current
-            if let known = recentPushes[inode]?.stat {
-                if known.inode.version > current.inode.version { current = known }
-            } else if let serialBefore = fetchedAfterPush, pushesForgottenBelow > serialBefore {
-                return nil
+            if let serialBefore = fetchedAfterPush {
+                if let known = recentPushes[inode]?.stat {
+                    if known.inode.version > current.inode.version { return nil }  // older than our push: ask again
+                } else if pushesForgottenBelow > serialBefore {
+                    return nil
+                }
             }
             if let existing = openFiles[inode] {
                 existing.references += 1
@@ -374,8 +392,11 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         return opened.file
     }
 
-    /// A push by this mount made `stat` the file's state (called with the open file's lock held).
+    /// A push by this mount made `stat` the file's state (called with the open file's lock held, or none).
     func notePushed(_ stat: InodeStat) {
+        var stat = stat
+        stat.inode.xattrs = [:]
+        stat.inode.content?.inlineData = nil
         lock.withLock {
             pushSerial += 1
             if let known = recentPushes[stat.inode.id], known.stat.inode.version > stat.inode.version { return }
@@ -405,6 +426,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             let handle = nextHandle
             nextHandle += 1
             handles[handle] = Handle(file: file, writes: writes)
+            if writes { file.writers += 1 }
             return handle
         }
     }
@@ -436,7 +458,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             let inode = Inode(id: UInt64.random(in: 2...(UInt64(1) << 62)), version: .zero, kind: .file,
                               permissions: mode & 0o7777, uid: context.uid, gid: gid, timeNs: now)
             let stat = InodeStat(inode: inode, linkCount: 1)
-            lock.withLock { pendingCreates[inode.id] = PendingCreate(parent: parent, name: name, stat: stat) }
+            lock.withLock { pendingCreates[inode.id] = PendingCreate(parent: parent, name: name, stat: stat, callerGroup: context.gid) }
             let file = try openFile(created: stat)
             return (attributes(stat), register(file, writes: true))
         }
@@ -468,12 +490,18 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     public func release(handle: UInt64) throws {
-        guard let released = lock.withLock({ handles.removeValue(forKey: handle) }) else { throw FileSystemError(EBADF) }
-        let file = released.file
+        let released: (handle: Handle, writersLeft: Int)? = lock.withLock {
+            guard let found = handles.removeValue(forKey: handle) else { return nil }
+            if found.writes { found.file.writers -= 1 }
+            return (found, found.file.writers)
+        }
+        guard let released else { throw FileSystemError(EBADF) }
+        let file = released.handle.file
         defer { close(file) }
         // close() already returned flush's result; this only retries a push that failed then. A reader's release
-        // pushes only as the file's last handle, when writes left unpushed would otherwise be dropped.
-        guard released.writes || lock.withLock({ file.references == 1 }) else { return }
+        // pushes only when no writer is left (writes left unpushed would otherwise be dropped); on a clean file
+        // that costs nothing.
+        guard released.handle.writes || released.writersLeft == 0 else { return }
         do { try file.flush() } catch { logger.error("write lost at release", metadata: ["inode": "\(file.inode)", "error": "\(error)"]) }
     }
 

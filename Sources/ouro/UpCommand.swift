@@ -10,8 +10,11 @@ final class Child {
     let logPath: String
     var pid: pid_t = 0
     var restarts = 0
-    /// After a failed start: when to try again (`pid` is 0 until then).
+    /// While `pid` is 0 (it died, or a start failed): when to start it again.
     var retryAt = 0.0
+    /// When it was last started, and the wait before the next restart if it dies young.
+    var startedAt = 0.0
+    var backoffSeconds = 0.5
 
     init(name: String, arguments: [String], logPath: String) {
         self.name = name
@@ -45,6 +48,7 @@ final class Child {
         let result = posix_spawn(&started, "/proc/self/exe", &actions, &attributes, argv, environ)
         guard result == 0 else { throw fail("cannot start \(name): \(String(cString: strerror(result)))") }
         pid = started
+        startedAt = monotonicSeconds()
     }
 }
 
@@ -162,9 +166,12 @@ struct UpCommand: ParsableCommand {
                 guard waitpid(child.pid, &status, WNOHANG) == child.pid else { continue }
                 child.pid = 0
                 child.restarts += 1
-                FileHandleLite.standardError.write("ouro up: \(child.name) exited (status \(status)); restarting\n")
-                usleep(500_000)
-                restart(child)
+                // A child that dies young (a port taken, a bad data directory) is restarted less and less often.
+                let now = monotonicSeconds()
+                child.backoffSeconds = now - child.startedAt < 10 ? min(child.backoffSeconds * 2, 30) : 0.5
+                child.retryAt = now + child.backoffSeconds
+                FileHandleLite.standardError.write(
+                    "ouro up: \(child.name) exited (status \(status)); restarting in \(child.backoffSeconds) s\n")
             }
             usleep(100_000)
         }

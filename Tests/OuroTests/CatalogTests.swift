@@ -183,7 +183,7 @@ import Testing
     @Test func rmdirAndUnlink() throws {
         let book = Book()
         let dir = try book.make(.directory, "d")
-        _ = try book.make(.file, "f", in: dir)
+        let file = try book.make(.file, "f", in: dir)
         #expect(Self.code { try book.rmdir("d") } == .notEmpty)
         #expect(Self.code { try book.rmdir("f", in: dir) } == .notDir)
         #expect(Self.code { try book.rmdir("missing") } == .notFound)
@@ -191,6 +191,9 @@ import Testing
         #expect(Self.code { try book.unlink("missing") } == .notFound)
         try book.unlink("f", in: dir)
         #expect(book.files == [])
+        // A removed inode is GONE (a mount drops writes to it); one never heard of is only NOT_FOUND.
+        #expect(Self.code { _ = try book.catalog.existing(file) } == .gone)
+        #expect(Self.code { _ = try book.catalog.existing(987_654) } == .notFound)
         try book.rmdir("d")
         #expect(book.catalog.inode(dir) == nil)
         #expect(book.id("d") == nil)

@@ -42,14 +42,18 @@ struct MountContentTests {
                 """#, timeoutSeconds: 120)
             #expect(Lines.of(lines) == ["300", "300", "300", "0"])
             // A file rewritten while readers come and go: once the writer is done, every reader sees its last version.
-            let sizes = try ring.ok(#"""
-                cd "$M" && head -c 1000000 /dev/zero | tr '\0' A > re
-                ( for l in B C D E F G; do head -c 1000000 /dev/zero | tr '\0' $l > re; done ) &
-                for i in $(seq 1 30); do cat re > /dev/null; done
-                wait
-                stat -c %s re; wc -c < re; tr -d G < re | wc -c
-                """#, timeoutSeconds: 120)
-            #expect(Lines.of(sizes) == ["1000000", "1000000", "0"])
+            // (The shell's redirection closes a copy of the new descriptor first, which pushes the file empty; an
+            // attribute request that met the last push used to leave the kernel believing that size for a second.)
+            for round in 1...3 {
+                let sizes = try ring.ok(#"""
+                    cd "$M" && head -c 3000000 /dev/zero | tr '\0' A > re
+                    ( for l in B C D E F G; do head -c 3000000 /dev/zero | tr '\0' $l > re; done ) &
+                    for i in $(seq 1 60); do cat re | head -c 1 > /dev/null; done
+                    wait
+                    stat -c %s re; wc -c < re; tr -d G < re | wc -c
+                    """#, timeoutSeconds: 120)
+                #expect(Lines.of(sizes) == ["3000000", "3000000", "0"], "round \(round)")
+            }
         }
     }
 
