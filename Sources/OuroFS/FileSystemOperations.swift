@@ -99,7 +99,7 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func open(inode: UInt64, flags: Int32, context: RequestContext) throws -> UInt64
     /// Reads up to `size` bytes at `offset` into `buffer` (capacity >= size); returns the byte count (short only at EOF).
     func read(handle: UInt64, offset: UInt64, size: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int
-    func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int
+    func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, context: RequestContext) throws -> Int
     func flush(handle: UInt64) throws
     func release(handle: UInt64) throws
     func fsync(handle: UInt64, dataOnly: Bool) throws

@@ -251,7 +251,7 @@ final class FuseAdapter {
     }
 
     private func write(_ req: fuse_req_t, _ data: UnsafeRawBufferPointer, _ offset: off_t, _ handle: UInt64) {
-        answer(req) { fuse_reply_write(req, try fileSystem.write(handle: handle, offset: UInt64(offset), data: data)) }
+        answer(req) { fuse_reply_write(req, try fileSystem.write(handle: handle, offset: UInt64(offset), data: data, context: context(req))) }
     }
 
     private func flush(_ req: fuse_req_t, _ handle: UInt64) {

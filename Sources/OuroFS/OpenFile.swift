@@ -38,6 +38,11 @@ final class OpenFile: @unchecked Sendable {
     /// The attributes this file was opened with, or got from its last push.
     var currentStat: InodeStat { lock.withLock { stat } }
 
+    /// The mode bits after a change made while it is open (setuid cleared by a write).
+    func setPermissions(_ permissions: UInt32) {
+        lock.withLock { stat.inode.permissions = permissions }
+    }
+
     /// Size and mtime as the writer sees them, while there are unpushed writes.
     func localAttributes() -> (sizeBytes: UInt64, mtimeNs: Int64?)? {
         lock.withLock { dirty ? (sizeBytes, pendingMtime ?? lastWriteNs) : nil }

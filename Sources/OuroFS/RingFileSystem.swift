@@ -476,8 +476,22 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         try file(handle).read(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<size]))
     }
 
-    public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
-        try file(handle).write(offset: offset, data: data)
+    public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, context: RequestContext) throws -> Int {
+        let file = try file(handle)
+        if context.uid != 0 { try dropSetID(file) }
+        return try file.write(offset: offset, data: data)
+    }
+
+    /// A write by anyone but root clears setuid, and setgid where the group may execute, as Linux file systems do
+    /// (the kernel leaves it to the file system for the mount's direct writes). Root stands in for CAP_FSETID.
+    private func dropSetID(_ file: OpenFile) throws {
+        let inode = file.currentStat.inode
+        var kept = inode.permissions & ~UInt32(S_ISUID)
+        if kept & UInt32(S_IXGRP) != 0 { kept &= ~UInt32(S_ISGID) }
+        guard kept != inode.permissions, !isPending(inode.id) else { return }
+        let reply = try byNumber { try fs("SETATTR") { $0.inode = inode.id; $0.mode = kept } }
+        if let stat = reply.stat { notePushed(stat) }
+        file.setPermissions(kept)
     }
 
     public func flush(handle: UInt64) throws {

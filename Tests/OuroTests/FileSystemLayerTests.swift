@@ -12,7 +12,7 @@ import Testing
 
     func write(_ fs: RingFileSystem, _ handle: UInt64, _ text: String, at offset: UInt64) throws {
         let bytes = Array(text.utf8)
-        _ = try bytes.withUnsafeBytes { try fs.write(handle: handle, offset: offset, data: $0) }
+        _ = try bytes.withUnsafeBytes { try fs.write(handle: handle, offset: offset, data: $0, context: context) }
     }
 
     /// Attributes the ring sent before a push of ours landed (an open or `stat` racing another handle's close).

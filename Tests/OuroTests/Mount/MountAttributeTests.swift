@@ -19,6 +19,13 @@ struct MountAttributeTests {
                 stat -c '%n %g %a' shared/f shared/g shared/sub shared/p && stat -c '%n %g' shared/l
                 """#)
             #expect(inherited == "shared/f 1234 644\nshared/g 1234 644\nshared/sub 1234 2755\nshared/p 1234 644\nshared/l 1234\n")
+            // A write by another user clears setuid, and setgid where the group may execute (not root's write).
+            let cleared = try ring.ok(#"""
+                cd "$M" && printf a > s && printf a > t && printf a > r && chmod 6777 s r && chmod 6767 t
+                printf b >> r && setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'printf b >> s && printf b >> t'
+                stat -c '%n %a %s' s t r
+                """#)
+            #expect(cleared == "s 777 2\nt 2767 2\nr 6777 2\n")
         }
     }
 
