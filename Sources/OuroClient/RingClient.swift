@@ -40,10 +40,15 @@ public final class RingClient: @unchecked Sendable {
 
     /// Runs `body` against a live node. If the node cannot be reached at all (the request was never sent) the
     /// next member is tried; if it failed mid-request, only `idempotent` calls are retried elsewhere.
+    /// A call moves on to another member only within this long: nodes that hang (stopped, not dead) each take a
+    /// whole I/O timeout, and a mount's request must fail in bounded time rather than wait for every member in turn.
+    static let failoverSeconds = Double(Limits.ioTimeoutSeconds) * 1.5
+
     public func call<T>(idempotent: Bool, _ body: (NodeClient) throws -> T) throws -> T {
         let count = lock.withLock { members.count }
+        let deadline = monotonicSeconds() + Self.failoverSeconds
         var lastError: Error = OuroError.unavailable("no node of the ring is reachable")
-        for attempt in 0..<(count + 1) {
+        for attempt in 0..<(count + 1) where attempt == 0 || monotonicSeconds() < deadline {
             let node = currentNode
             do {
                 return try body(NodeClient(node, pool: pool))
@@ -54,7 +59,9 @@ public final class RingClient: @unchecked Sendable {
                 logger.warning("node unreachable, trying another", metadata: ["node": "\(node)", "error": "\(error)"])
                 pool.forget(node)
                 lock.withLock { if members[current % members.count] == node { current += 1 } }
-                if attempt == 0 { refreshMembers() }
+                // A refused connection means a dead node: ask the others who is alive. (After a timeout they may
+                // hang too, and asking would take a timeout each.)
+                if attempt == 0 && neverSent { refreshMembers() }
             }
         }
         throw lastError

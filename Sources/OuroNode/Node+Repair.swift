@@ -94,8 +94,12 @@ extension Node {
                 let gone = placement.holders.filter { holder in
                     !live.contains(holder) && (!map.contains(holder) || (repair.deadFor(holder) ?? 0) >= Double(configuration.gracePeriodSeconds))
                 }
-                guard !gone.isEmpty else { continue }
                 let liveHolders = placement.holders.filter { live.contains($0) }
+                // Also a chunk left with fewer holders than it should have while the ring has room for them (its
+                // copies were moved off a node that died past the grace period, and the node came back).
+                let short = liveHolders.count < min(content.copies, live.count)
+                    && placement.holders.allSatisfy { live.contains($0) || gone.contains($0) }
+                guard !gone.isEmpty || short else { continue }
                 // One node acts for each chunk: its first live holder.
                 guard liveHolders.first == address, stored.contains(chunk) else { continue }
                 repair.set("re-replicating")

@@ -12,6 +12,12 @@ struct Ouro: ParsableCommand {
         abstract: "OuroborosFS: a distributed, self-healing, ring-based file store.",
         subcommands: [NodeCommand.self, UpCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self,
                       ListCommand.self, PushCommand.self, PullCommand.self, HealCommand.self, LeaveCommand.self])
+
+    static func main() {
+        // A node that goes away mid-transfer gives an error message, not a silent death by SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
+        main(nil)
+    }
 }
 
 /// Logs go to standard error; `OURO_LOG_LEVEL` (trace…critical) sets the level, info by default.

@@ -69,6 +69,38 @@ extension FailureTests {
                                                   diagnostics: { ring.logs() })
     }
 
+    @Test("3c. a node back after its copies moved away (2 nodes, --copies 2): its chunks get their second copy again")
+    func copiesComeBackWhenTheRingRegrows() throws {
+        var settings = FaultRing.Settings()
+        settings.copies = 2
+        settings.gracePeriodSeconds = 2
+        let ring = try FaultRing(nodes: 2, settings: settings, label: "fault-regrow")
+        defer { ring.shutdown() }
+        let files = Self.assortedFiles("regrow")
+        for (index, file) in files.enumerated() {
+            #expect(try ring.push(index % 2, name: file.name, bytes: file.bytes).last == "OK", "push \(file.name)")
+        }
+        let names = files.map(\.name)
+        ring.kill(1)
+        try ring.waitForNetmap(ring.expectedNetmap(order: [0, 1], dead: [1]), timeoutSeconds: 15)
+        // Past the grace period, the survivor records itself as the only holder (one live node: one copy).
+        try ReplicaChecker.waitForFullReplication(files: names, copies: 1, stores: { ring.liveStores }, timeoutSeconds: 40,
+                                                  diagnostics: { ring.logs() })
+        sleep(3)
+        try ring.start(1)
+        try ring.waitForNetmap(ring.expectedNetmap(order: [0, 1], dead: []), timeoutSeconds: 20)
+        // Two live nodes again: every chunk gets its second copy back.
+        try ReplicaChecker.waitForFullReplication(files: names, copies: 2, stores: { ring.liveStores }, timeoutSeconds: 60,
+                                                  diagnostics: { ring.logs() })
+        for node in ring.running {
+            #expect(try NodeClient(ring.address(node)).info().underReplicatedChunks == 0)
+        }
+        ring.kill(0)
+        for file in files {
+            expectBytes(try ring.pull(1, name: file.name), file.bytes, "\(file.name) from node 1 alone")
+        }
+    }
+
     @Test("3b. every holder of a chunk dead (4 nodes, --copies 2, two neighbours killed): pulls fail loudly and in bounded time")
     func lostChunkFailsLoudly() throws {
         let ring = try Ring(nodes: 4, label: "fault-lost")
