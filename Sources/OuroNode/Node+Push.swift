@@ -128,10 +128,7 @@ extension Node {
         try chunks.syncDirectory()
         var copies = stored.sorted().map { StoredCopy(position: position, chunk: $0, crc32c: writers[$0]!.crc.value) }
         if let downstream {
-            downstream.socket.setTimeouts(seconds: 600)
-            guard let line = try downstream.reader.readLine(maxBytes: 1 << 20) else {
-                throw OuroError.unavailable("\(chain[position + 1]) closed the relay without an answer")
-            }
+            let line = try awaitRelayAnswer(downstream, from: chain[position + 1])
             if let error = OuroError(errorLine: line) { throw error }
             guard line.hasPrefix("OK") else { throw OuroError(.internal, "bad relay answer: \(line.prefix(80))") }
             for word in line.dropFirst(2).split(separator: " ") {
@@ -145,6 +142,26 @@ extension Node {
         committed = true
         for index in stored { verifier.markVerified(try ChunkID(contentID: contentID, index: index, parts: plan.parts), chunks) }
         return copies
+    }
+
+    /// The next hop's answer. It fsyncs its copies and waits for the hops after it first, which may take minutes
+    /// for big chunks on a slow disk (up to 600 s here); but a hop the ring has declared dead meanwhile (hung, not
+    /// crashed: its socket still takes bytes) is not waited for, so that the client can retry around it.
+    private func awaitRelayAnswer(_ downstream: Connection, from next: NodeAddress) throws -> String {
+        downstream.socket.setTimeouts(seconds: 2)
+        let deadline = monotonicSeconds() + 600
+        while true {
+            do {
+                guard let line = try downstream.reader.readLine(maxBytes: 1 << 20) else {
+                    throw OuroError.unavailable("\(next) closed the relay without an answer")
+                }
+                return line
+            } catch let error as OuroError where error.code == .unavailable && error.message.hasPrefix("timed out") {
+                // The reader keeps what it has read of the line: waiting again loses nothing.
+                guard netmap.isAlive(next) else { throw OuroError.unavailable("\(next) stopped answering the relay") }
+                guard monotonicSeconds() < deadline else { throw error }
+            }
+        }
     }
 
     /// Removes the chunks of a content that will never be referenced (its catalog commit failed).

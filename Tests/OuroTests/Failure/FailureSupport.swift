@@ -117,6 +117,11 @@ final class FaultRing: @unchecked Sendable {
 
     func isRunning(_ index: Int) -> Bool { members[index].process?.isRunning ?? false }
 
+    /// Sends `signal` to a running node (SIGSTOP hangs it without closing its sockets; SIGCONT resumes it).
+    func signal(_ index: Int, _ signal: Int32) {
+        if let process = members[index].process, process.isRunning { Glibc.kill(process.pid, signal) }
+    }
+
     /// The chunk directories of the running nodes, for the checker.
     var liveStores: [NodeStore] { running.map { NodeStore(address: address($0), chunksDirectory: members[$0].chunksDirectory) } }
 

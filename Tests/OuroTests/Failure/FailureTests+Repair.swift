@@ -101,6 +101,34 @@ extension FailureTests {
         }
     }
 
+    @Test("3d. a relay hop that hangs (SIGSTOP) mid-push: the push fails once the ring declares it dead, and a retry stores the file")
+    func hungRelayHopIsNotWaitedFor() throws {
+        var settings = FaultRing.Settings()
+        settings.copies = 2
+        let ring = try FaultRing(nodes: 3, settings: settings, label: "fault-hung")
+        defer {
+            for node in ring.running { ring.signal(node, SIGCONT) }
+            ring.shutdown()
+        }
+        var generator = PseudoRandomBytes(seed: TestSeed.derived("hung"))
+        let bytes = generator.bytes(1_000_003)  // small enough to sit in the hops' socket buffers
+        // The last hop stops: the hops before it send everything, then wait for its answer.
+        ring.signal(2, SIGSTOP)
+        let first = try ring.push(0, name: "during-hang.bin", bytes: bytes)  // used to wait 600 s (the client gave up at 120 s)
+        #expect(first.last?.hasPrefix("ERR UNAVAILABLE") == true || first.last == "OK", "\(first)")
+        var reply = first
+        let deadline = Deadline(seconds: 60)
+        while reply.last != "OK", !deadline.passed {
+            usleep(500_000)
+            reply = try ring.push(0, name: "during-hang.bin", bytes: bytes)
+        }
+        #expect(reply.last == "OK", "\(reply)")
+        expectBytes(try ring.pull(1, name: "during-hang.bin"), bytes, "pulled while node 2 hangs")
+        ring.signal(2, SIGCONT)
+        try ring.waitForNetmap(ring.expectedNetmap(order: [0, 1, 2], dead: []), timeoutSeconds: 20)
+        expectBytes(try ring.pull(2, name: "during-hang.bin"), bytes, "pulled from node 2 once it runs again")
+    }
+
     @Test("3b. every holder of a chunk dead (4 nodes, --copies 2, two neighbours killed): pulls fail loudly and in bounded time")
     func lostChunkFailsLoudly() throws {
         let ring = try Ring(nodes: 4, label: "fault-lost")
