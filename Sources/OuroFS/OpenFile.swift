@@ -38,9 +38,10 @@ final class OpenFile: @unchecked Sendable {
     /// The attributes this file was opened with, or got from its last push.
     var currentStat: InodeStat { lock.withLock { stat } }
 
-    /// The mode bits after a change made while it is open (setuid cleared by a write).
-    func setPermissions(_ permissions: UInt32) {
-        lock.withLock { stat.inode.permissions = permissions }
+    /// Its mode bits (07777), and setting them after a change made while it is open (setuid cleared by a write).
+    var permissions: UInt32 {
+        get { lock.withLock { stat.inode.permissions } }
+        set { lock.withLock { stat.inode.permissions = newValue } }
     }
 
     /// Size and mtime as the writer sees them, while there are unpushed writes.

@@ -485,13 +485,13 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     /// A write by anyone but root clears setuid, and setgid where the group may execute, as Linux file systems do
     /// (the kernel leaves it to the file system for the mount's direct writes). Root stands in for CAP_FSETID.
     private func dropSetID(_ file: OpenFile) throws {
-        let inode = file.currentStat.inode
-        var kept = inode.permissions & ~UInt32(S_ISUID)
+        let permissions = file.permissions  // on every write: the mode bits only, not a copy of the attributes
+        var kept = permissions & ~UInt32(S_ISUID)
         if kept & UInt32(S_IXGRP) != 0 { kept &= ~UInt32(S_ISGID) }
-        guard kept != inode.permissions, !isPending(inode.id) else { return }
-        let reply = try byNumber { try fs("SETATTR") { $0.inode = inode.id; $0.mode = kept } }
+        guard kept != permissions, !isPending(file.inode) else { return }
+        let reply = try byNumber { try fs("SETATTR") { $0.inode = file.inode; $0.mode = kept } }
         if let stat = reply.stat { notePushed(stat) }
-        file.setPermissions(kept)
+        file.permissions = kept
     }
 
     public func flush(handle: UInt64) throws {

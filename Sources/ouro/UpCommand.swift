@@ -12,9 +12,15 @@ final class Child {
     var restarts = 0
     /// While `pid` is 0 (it died, or a start failed): when to start it again.
     var retryAt = 0.0
-    /// When it was last started, and the wait before the next restart if it dies young.
+    /// When it was last started, and the wait before the next restart (doubled each time it dies young).
     var startedAt = 0.0
-    var backoffSeconds = 0.5
+    var backoffSeconds = 0.25
+
+    /// The next start, after twice the last wait (at most 30 s).
+    func scheduleRestart() {
+        backoffSeconds = min(backoffSeconds * 2, 30)
+        retryAt = monotonicSeconds() + backoffSeconds
+    }
 
     init(name: String, arguments: [String], logPath: String) {
         self.name = name
@@ -167,9 +173,8 @@ struct UpCommand: ParsableCommand {
                 child.pid = 0
                 child.restarts += 1
                 // A child that dies young (a port taken, a bad data directory) is restarted less and less often.
-                let now = monotonicSeconds()
-                child.backoffSeconds = now - child.startedAt < 10 ? min(child.backoffSeconds * 2, 30) : 0.5
-                child.retryAt = now + child.backoffSeconds
+                if monotonicSeconds() - child.startedAt >= 10 { child.backoffSeconds = 0.25 }
+                child.scheduleRestart()
                 FileHandleLite.standardError.write(
                     "ouro up: \(child.name) exited (status \(status)); restarting in \(child.backoffSeconds) s\n")
             }
@@ -177,13 +182,13 @@ struct UpCommand: ParsableCommand {
         }
     }
 
-    /// Starts `child` again; if that fails, tries again every 2 s (a failed start must not end the supervision).
+    /// Starts `child` again; if that fails, tries again later (a failed start must not end the supervision).
     private func restart(_ child: Child) {
         do {
             try child.spawn()
         } catch {
-            child.retryAt = monotonicSeconds() + 2
-            FileHandleLite.standardError.write("ouro up: \(error); trying again in 2 s\n")
+            child.scheduleRestart()
+            FileHandleLite.standardError.write("ouro up: \(error); trying again in \(child.backoffSeconds) s\n")
         }
     }
 }

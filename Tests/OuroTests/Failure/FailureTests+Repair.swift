@@ -16,17 +16,28 @@ extension FailureTests {
         ]
     }
 
-    @Test("3. a node dead past the grace period: its chunks get their copies back; then a second death loses nothing")
-    func reReplicationAfterGracePeriod() throws {
+    /// A ring with copies 2 and a 2 s grace period, holding `assortedFiles(label)` pushed round the nodes.
+    static func graceRingWithFiles(nodes: Int, label: String) throws -> (ring: FaultRing, files: [(name: String, bytes: [UInt8])]) {
         var settings = FaultRing.Settings()
         settings.copies = 2
         settings.gracePeriodSeconds = 2
-        let ring = try FaultRing(nodes: 4, settings: settings, label: "fault-rerep")
-        defer { ring.shutdown() }
-        let files = Self.assortedFiles("reReplication")
-        for (index, file) in files.enumerated() {
-            #expect(try ring.push(index % 4, name: file.name, bytes: file.bytes).last == "OK", "push \(file.name)")
+        let ring = try FaultRing(nodes: nodes, settings: settings, label: "fault-\(label)")
+        let files = assortedFiles(label)
+        do {
+            for (index, file) in files.enumerated() {
+                #expect(try ring.push(index % nodes, name: file.name, bytes: file.bytes).last == "OK", "push \(file.name)")
+            }
+        } catch {
+            ring.shutdown()
+            throw error
         }
+        return (ring, files)
+    }
+
+    @Test("3. a node dead past the grace period: its chunks get their copies back; then a second death loses nothing")
+    func reReplicationAfterGracePeriod() throws {
+        let (ring, files) = try Self.graceRingWithFiles(nodes: 4, label: "reReplication")
+        defer { ring.shutdown() }
         let names = files.map(\.name)
         // The checker agrees with a freshly pushed ring.
         #expect(ReplicaChecker.problems(files: names, copies: 2, stores: ring.liveStores) == [])
@@ -71,15 +82,8 @@ extension FailureTests {
 
     @Test("3c. a node back after its copies moved away (2 nodes, --copies 2): its chunks get their second copy again")
     func copiesComeBackWhenTheRingRegrows() throws {
-        var settings = FaultRing.Settings()
-        settings.copies = 2
-        settings.gracePeriodSeconds = 2
-        let ring = try FaultRing(nodes: 2, settings: settings, label: "fault-regrow")
+        let (ring, files) = try Self.graceRingWithFiles(nodes: 2, label: "regrow")
         defer { ring.shutdown() }
-        let files = Self.assortedFiles("regrow")
-        for (index, file) in files.enumerated() {
-            #expect(try ring.push(index % 2, name: file.name, bytes: file.bytes).last == "OK", "push \(file.name)")
-        }
         let names = files.map(\.name)
         ring.kill(1)
         try ring.waitForNetmap(ring.expectedNetmap(order: [0, 1], dead: [1]), timeoutSeconds: 15)
