@@ -18,6 +18,7 @@ public final class ContentReader: @unchecked Sendable {
     private let lock = Lock()
     /// Holders that failed during this read: tried last from then on.
     private var failed: Set<NodeAddress> = []
+    private var sourceReaders: [ContentID: ContentReader] = [:]
 
     /// Readers of a segmented content's pieces, with the offset where each starts.
     private let segments: [(start: UInt64, reader: ContentReader)]
@@ -43,6 +44,7 @@ public final class ContentReader: @unchecked Sendable {
             }
             return count
         }
+        if content.slices != nil { return try readLayered(offset: offset, into: buffer) }
         if !segments.isEmpty { return try readSegments(offset: offset, into: buffer) }
         let slices = content.layout.slices(offset: offset, length: UInt64(buffer.count))
         if slices.count > 1 {
@@ -57,6 +59,33 @@ public final class ContentReader: @unchecked Sendable {
             try fetch(slice, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(slice.lengthBytes)]))
         }
         return slices.reduce(0) { $0 + Int($1.lengthBytes) }
+    }
+
+    /// A range of a layered content: each extent from its source (by that source's reader), holes as zeros.
+    private func readLayered(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let extents = content.extents(offset: offset, length: UInt64(buffer.count))
+        for extent in extents {
+            let start = Int(extent.fileOffset - offset)
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(extent.lengthBytes))])
+            guard let source = extent.source else {
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+                continue
+            }
+            guard try reader(of: source).read(offset: extent.sourceOffset, into: target) == target.count else {
+                throw OuroError(.corrupt, "content \(source.id) is shorter than its slice")
+            }
+        }
+        return extents.last.map { Int($0.fileEnd - offset) } ?? 0
+    }
+
+    /// One reader per source of a layered content, kept for the whole read (it remembers failed holders).
+    private func reader(of source: FileContent) -> ContentReader {
+        lock.withLock {
+            if let reader = sourceReaders[source.id] { return reader }
+            let reader = ContentReader(content: source, pool: pool, local: local)
+            sourceReaders[source.id] = reader
+            return reader
+        }
     }
 
     /// A range of a segmented content: each segment's part read by that segment's reader.

@@ -48,6 +48,10 @@ public struct BinaryReader {
     private let bytes: [UInt8]
     private var offset = 0
 
+    /// Contents being decoded inside one another (a layered content's sources): bounded, so that a crafted payload
+    /// cannot exhaust the stack.
+    public var contentDepth = 0
+
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     public var isAtEnd: Bool { offset == bytes.count }
@@ -194,17 +198,49 @@ extension FileContent: BinaryCodable {
         writer.array(chunks) { $0.value($1) }
         writer.optional(inlineData) { $0.data($1) }
         writer.optional(inlineCRC32C) { $0.u32($1) }
-        writer.optional(segments) { $0.value($1) }
+        if let slices {
+            // Tag 2 in the place of the segments' optional: logs written before slices existed still read.
+            writer.u8(2)
+            writer.value(slices)
+        } else {
+            writer.optional(segments) { $0.value($1) }
+        }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
+        guard reader.contentDepth < 2 else { throw .badRequest("malformed binary payload: nested content") }
+        reader.contentDepth += 1
+        defer { reader.contentDepth -= 1 }
         self.init(id: try reader.value(), sizeBytes: try reader.u64(), start: try reader.value(), copies: Int(try reader.u32()),
                   chunks: try reader.array { reader throws(OuroError) in try reader.value() })
         inlineData = try reader.optional { reader throws(OuroError) in try reader.data() }
         inlineCRC32C = try reader.optional { reader throws(OuroError) in try reader.u32() }
-        segments = try reader.optional { reader throws(OuroError) in try reader.value([FileContent].self) }
-        // Segments are one level deep; a nesting would only be a way to exhaust the decoder's stack.
-        guard segments?.allSatisfy({ $0.segments == nil }) ?? true else { throw .badRequest("malformed binary payload: nested segments") }
+        switch try reader.u8() {
+        case 0: break
+        case 1: segments = try reader.value([FileContent].self)
+        case 2:
+            slices = try reader.value([ContentSlice].self)
+        default: throw .badRequest("malformed binary payload")
+        }
+        // Segments and slices are one level deep; a nesting would only be a way to exhaust the decoder's stack.
+        guard segments?.allSatisfy({ $0.segments == nil && $0.slices == nil }) ?? true,
+              slices?.allSatisfy({ $0.source.segments == nil && $0.source.slices == nil }) ?? true else {
+            throw .badRequest("malformed binary payload: nested content")
+        }
+    }
+}
+
+extension ContentSlice: BinaryCodable {
+    public func encode(to writer: inout BinaryWriter) {
+        writer.u64(fileOffset)
+        writer.u64(lengthBytes)
+        writer.u64(sourceOffset)
+        writer.value(source)
+    }
+
+    public init(from reader: inout BinaryReader) throws(OuroError) {
+        let (fileOffset, length, sourceOffset) = (try reader.u64(), try reader.u64(), try reader.u64())
+        self.init(fileOffset: fileOffset, lengthBytes: length, source: try reader.value(), sourceOffset: sourceOffset)
     }
 }
 
@@ -343,6 +379,9 @@ extension FSRequest: BinaryCodable {
         writer.optional(xattrValue) { $0.data($1) }
         writer.optional(content) { $0.value($1) }
         writer.optional(data) { $0.data($1) }
+        writer.optional(truncatedTo) { $0.u64($1) }
+        writer.optional(offset) { $0.u64($1) }
+        writer.optional(slices) { $0.value($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -367,6 +406,9 @@ extension FSRequest: BinaryCodable {
         xattrValue = try reader.optional { reader throws(OuroError) in try reader.data() }
         content = try reader.optional { reader throws(OuroError) in try reader.value() }
         data = try reader.optional { reader throws(OuroError) in try reader.data() }
+        truncatedTo = try reader.optional { reader throws(OuroError) in try reader.u64() }
+        offset = try reader.optional { reader throws(OuroError) in try reader.u64() }
+        slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
     }
 }
 

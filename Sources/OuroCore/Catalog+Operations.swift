@@ -284,6 +284,41 @@ extension Catalog {
         return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
     }
 
+    /// A write in place through the mount: `slices` (pieces already stored) on top of the file's content, after a
+    /// truncation to `truncatedTo` if there was one, at the new size (`ContentSlices.writing`).
+    public func planWriteSlices(inode id: UInt64?, slices: [ContentSlice], truncatedTo: UInt64?, sizeBytes: UInt64,
+                                contentID: ContentID, start: NodeAddress, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+        var inode = try existing(id)
+        guard inode.kind == .file else { throw OuroError(.isDir, "not a regular file") }
+        guard slices.allSatisfy({ $0.isWellFormed }) else { throw .badRequest("malformed slice") }
+        let content = ContentSlices.writing(slices, onto: inode.content, truncatedTo: truncatedTo, sizeBytes: sizeBytes,
+                                            id: contentID, start: start)
+        guard (content.slices?.count ?? 0) <= Limits.maxSlices else {
+            throw OuroError(.tooLarge, "the file would have more than \(Limits.maxSlices) slices: compact it first")
+        }
+        inode.content = content
+        inode.mtimeNs = nowNs
+        inode.ctimeNs = nowNs
+        inode.version = version
+        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+    }
+
+    /// A compaction: the slices `seen` merged over `region` into `merged`; EXISTS when the file changed under it
+    /// (the compactor then drops its work). Times stay: the file's bytes did not change.
+    public func planCompact(inode id: UInt64?, seen: [ContentSlice], region: (from: UInt64, to: UInt64), merged: FileContent,
+                            contentID: ContentID, version: Version) throws(OuroError) -> Change {
+        var inode = try existing(id)
+        guard inode.kind == .file, let current = inode.content else { throw OuroError(.isDir, "not a regular file with content") }
+        guard merged.slices == nil, merged.segments == nil,
+              ContentSlice(fileOffset: region.from, lengthBytes: merged.sizeBytes, source: merged).isWellFormed,
+              let content = ContentSlices.compacting(current, seen: seen, region: region, into: merged, id: contentID) else {
+            throw OuroError(.exists, "the file changed since the compaction read it")
+        }
+        inode.content = content
+        inode.version = version
+        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+    }
+
     /// `FILE PUSH` by path: creates missing parent directories, then creates the file or replaces its content.
     public func planPutFile(path: PathName, content: FileContent, version: Version, nowNs: Int64,
                             newID: () -> UInt64) throws(OuroError) -> Change {

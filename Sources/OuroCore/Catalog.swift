@@ -73,6 +73,15 @@ public struct Catalog: Sendable {
 
     /// The content with its current placement (re-replicated chunks point at their new holders).
     func placed(_ content: FileContent) -> FileContent {
+        if let slices = content.slices {
+            var content = content
+            content.slices = slices.map { slice in
+                var slice = slice
+                slice.source = placed(slice.source)
+                return slice
+            }
+            return content
+        }
         if let segments = content.segments {
             var content = content
             content.segments = segments.map(placed)

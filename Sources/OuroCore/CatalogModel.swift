@@ -51,6 +51,9 @@ public struct FileContent: Codable, Equatable, Sendable {
     /// A large file written through the mount: consecutive pieces, each a chunked content of its own (own id,
     /// layout and placement), pushed while the application was still writing (`chunks` is empty).
     public var segments: [FileContent]?
+    /// A file changed in place: its bytes are zeros overlaid with these slices of plain stored contents, in order
+    /// (`ContentSlices.swift`; `chunks` is empty, `sizeBytes` is the file's size).
+    public var slices: [ContentSlice]?
 
     public init(id: ContentID, sizeBytes: UInt64, start: NodeAddress, copies: Int, chunks: [ChunkPlacement]) {
         self.id = id
@@ -76,8 +79,14 @@ public struct FileContent: Codable, Equatable, Sendable {
         self.segments = segments
     }
 
-    /// The chunked contents that hold this one's bytes: its segments, or itself.
-    public var pieces: [FileContent] { segments ?? [self] }
+    /// The stored contents that hold this one's bytes: its segments, its slices' sources (each once), or itself.
+    public var pieces: [FileContent] {
+        if let slices {
+            var seen = Set<ContentID>()
+            return slices.compactMap { seen.insert($0.source.id).inserted ? $0.source : nil }
+        }
+        return segments ?? [self]
+    }
 
     /// The inline bytes if they are intact.
     public func checkedInlineBytes() throws(OuroError) -> [UInt8]? {

@@ -24,6 +24,12 @@ public struct FSRequest: Codable, Sendable, Equatable {
     public var data: Data?
     /// `SETCONTENT`: the file's new content, made of segments already pushed with `CONTENT PUSH`.
     public var content: FileContent?
+    /// `WRITESLICES`: the lowest size the file was truncated to since its last commit, if it was.
+    public var truncatedTo: UInt64?
+    /// `COMPACT`: where the merged region starts.
+    public var offset: UInt64?
+    /// `WRITESLICES`: the new slices (pieces already stored); `COMPACT`: the slices the compaction merged.
+    public var slices: [ContentSlice]?
     public init() {}
 }
 

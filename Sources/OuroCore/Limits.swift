@@ -35,6 +35,14 @@ public enum Limits {
     /// Largest file written through the mount that is kept inline in the catalog rather than in chunks. Small
     /// enough that a `CATALOG SYNC` batch of such records stays far below `jsonPayloadBytes`.
     public static let inlineContentBytes = 8 * 1024
+    /// Slices a layered content may hold: its record is rewritten on every commit, so it must stay small.
+    public static let maxSlices = 4096
+    /// A layered content with more slices than this is compacted in the background by the mount that wrote it.
+    public static let compactSlices = 256
+    /// Largest piece (one write's bytes, stored as a one-chunk content on `copies` nodes).
+    public static let maxPieceBytes: UInt64 = 64 << 20
+    /// Largest size of a sparse file (holes cost nothing): what `truncate -s` may ask for.
+    public static let maxSparseFileBytes: UInt64 = 1 << 62
     /// Catalog records per `CATALOG SYNC` reply.
     public static let syncBatchRecords = 2000
     /// Encoded bytes per `CATALOG SYNC` reply (records with inline bytes or many segments are large), well under

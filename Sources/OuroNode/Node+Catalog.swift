@@ -189,6 +189,7 @@ extension Node {
                 var stat = catalog.stat(inode)
                 stat.inode.content?.inlineData = nil  // attributes only; GETATTR on open brings the bytes
                 stat.inode.content?.segments = nil
+                stat.inode.content?.slices = nil
                 return stat
             }
         case "GETATTR":
@@ -211,6 +212,7 @@ extension Node {
                     stat.inode.content?.chunks = []
                     stat.inode.content?.inlineData = nil
                     stat.inode.content?.segments = nil
+                    stat.inode.content?.slices = nil
                     stat.inode.xattrs = [:]
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }
@@ -268,6 +270,27 @@ extension Node {
             let content = try assembledContent(request.content)
             try mutate { catalog, version, now in
                 try catalog.planWriteContent(inode: request.inode, content: content, version: version, nowNs: now)
+            }
+        case "WRITESLICES":
+            let slices = request.slices ?? []
+            guard let size = request.sizeBytes, size <= Limits.maxSparseFileBytes, slices.count <= Limits.maxSlices,
+                  slices.allSatisfy({ $0.isWellFormed && $0.fileEnd <= size && $0.source.sizeBytes <= configuration.maxFileSizeBytes }) else {
+                throw OuroError.badRequest("WRITESLICES needs a size of at most \(Limits.maxSparseFileBytes) bytes and slices inside it")
+            }
+            let contentID = ContentID.random()
+            try mutate { [address] catalog, version, now in
+                try catalog.planWriteSlices(inode: request.inode, slices: slices, truncatedTo: request.truncatedTo, sizeBytes: size,
+                                            contentID: contentID, start: address, version: version, nowNs: now)
+            }
+        case "COMPACT":
+            guard let merged = request.content, let from = request.offset, let seen = request.slices else {
+                throw OuroError.badRequest("COMPACT needs the merged content, its offset and the slices it merged")
+            }
+            let (to, overflow) = from.addingReportingOverflow(merged.sizeBytes)
+            guard !overflow else { throw OuroError.badRequest("COMPACT region out of range") }
+            let contentID = ContentID.random()
+            try mutate { catalog, version, _ in
+                try catalog.planCompact(inode: request.inode, seen: seen, region: (from, to), merged: merged, contentID: contentID, version: version)
             }
         case "STATFS":
             reply.usage = ringUsage()
