@@ -200,6 +200,34 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// `PIECE PUT`: stores `sizeBytes` of `file` from `offset` as a piece (one chunk on `copies` nodes the node picks,
+    /// every copy durable, not named in the catalog yet); returns its placement. Small pieces go on a pooled
+    /// connection, large ones are streamed with `sendfile`.
+    public func putPiece(file: Int32, offset: UInt64, sizeBytes: UInt64) throws -> FileContent {
+        if sizeBytes <= UInt64(Limits.streamBufferBytes) {
+            var bytes = [UInt8](repeating: 0, count: Int(sizeBytes))
+            let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, off_t(offset)) }
+            guard count == Int(sizeBytes) else { throw OuroError(.internal, "cannot read the \(sizeBytes) bytes of a piece") }
+            return try pool.with(address, retry: true) { connection in
+                try connection.socket.write(line: "PIECE PUT \(sizeBytes) \(CRC32C.checksum(bytes))", then: bytes)
+                return try connection.readBinary(FileContent.self)
+            }
+        }
+        var crc = CRC32C()
+        var buffer = [UInt8](repeating: 0, count: Limits.streamBufferBytes)
+        var position = offset
+        while position < offset + sizeBytes {
+            let want = Int(min(UInt64(buffer.count), offset + sizeBytes - position))
+            let count = buffer.withUnsafeMutableBytes { pread(file, $0.baseAddress, want, off_t(position)) }
+            guard count > 0 else { throw OuroError(.internal, "cannot read the \(sizeBytes) bytes of a piece") }
+            buffer.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            position += UInt64(count)
+        }
+        return try upload(header: "PIECE PUT \(sizeBytes) \(crc.value)", file: file, offset: offset, sizeBytes: sizeBytes) { connection in
+            try connection.readBinary(FileContent.self)
+        }
+    }
+
     /// `CHUNK GET`: streams `[offset, offset+length)` of a chunk into `sink` in pieces. Returns the bytes delivered.
     public func readChunk(_ chunk: ChunkID, offset: UInt64, lengthBytes: UInt64,
                           sink: (UnsafeRawBufferPointer) throws -> Void) throws -> UInt64 {

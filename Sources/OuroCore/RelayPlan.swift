@@ -45,3 +45,26 @@ public struct RelayPlan: Sendable, Equatable {
         receivedChunks(at: position).reduce(0) { $0 + layout.lengthBytes(ofChunk: $1) }
     }
 }
+
+/// Where a piece's copies go: the `count` live nodes with the highest hash of (piece id, node) — rendezvous
+/// hashing, so an update touches `copies` nodes whatever the ring's size, and pieces spread evenly over the ring.
+public enum Rendezvous {
+    public static func holders(of id: ContentID, among nodes: [NodeAddress], count: Int) -> [NodeAddress] {
+        Array(ranked(id, nodes).prefix(max(0, count)))
+    }
+
+    /// Every node, best first.
+    public static func ranked(_ id: ContentID, _ nodes: [NodeAddress]) -> [NodeAddress] {
+        nodes.map { ($0, score(id, $0)) }.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0.description < $1.0.description }.map(\.0)
+    }
+
+    static func score(_ id: ContentID, _ node: NodeAddress) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a, then a SplitMix64 finish to spread the bits
+        for byte in id.hex.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        hash = (hash ^ 0x7c) &* 0x100_0000_01b3
+        for byte in node.description.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        hash = (hash ^ (hash >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        hash = (hash ^ (hash >> 27)) &* 0x94D0_49BB_1331_11EB
+        return hash ^ (hash >> 31)
+    }
+}

@@ -122,6 +122,9 @@ public enum Request: Sendable, Equatable {
     case chunkCheck(ChunkID)
     /// Stores a content's chunks without naming it in the catalog (a segment of a file the mount is writing).
     case contentPush(sizeBytes: UInt64)
+    /// Stores one piece (the bytes of an update in place) as a one-chunk content on `copies` nodes chosen by
+    /// rendezvous hashing, without naming it in the catalog; the CRC-32C of the bytes comes first.
+    case piecePut(sizeBytes: UInt64, crc32c: UInt32)
     /// Confirms a chunk is stored here and keeps the janitor off it for another grace period.
     case chunkKeep(ChunkID)
     case catalogSync(incarnation: String, afterSequence: UInt64)
@@ -137,6 +140,7 @@ public enum Request: Sendable, Equatable {
         case .filePush(let size, _): size
         case .inodeWrite(_, let size, _): size
         case .contentPush(let size): size
+        case .piecePut(let size, _): size
         case .chunkPut(_, let length, _): length
         case .catalogApply(let length, _): UInt64(length)
         case .fs(_, let length, _): UInt64(length)
@@ -223,6 +227,13 @@ public enum Request: Sendable, Equatable {
                 throw OuroError(.tooLarge, "content of \(size) bytes exceeds the limit of \(maxFileSizeBytes) bytes")
             }
             self = .contentPush(sizeBytes: size)
+        case ("PIECE", "PUT"):
+            let size = try fields.number(UInt64.self, "size")
+            let crc = try fields.number(UInt32.self, "crc", last: true)
+            guard size > 0, size <= Limits.maxPieceBytes, size <= maxFileSizeBytes else {
+                throw OuroError(.tooLarge, "a piece holds 1 to \(min(Limits.maxPieceBytes, maxFileSizeBytes)) bytes")
+            }
+            self = .piecePut(sizeBytes: size, crc32c: crc)
         case ("CATALOG", "SYNC"):
             let incarnation = fields.next() ?? ""
             guard !incarnation.isEmpty, incarnation.count <= 64 else { throw .badRequest("bad incarnation") }

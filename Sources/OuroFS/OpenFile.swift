@@ -16,6 +16,13 @@ final class OpenFile: @unchecked Sendable {
     private var stat: InodeStat
     private var spool: Int32 = -1
     private var reservedBytes: UInt64 = 0
+    /// What the spool holds: bytes written here (or loaded from the ring), and zeros from `zerosFrom` on (after a
+    /// truncation). Every other byte below `sizeBytes` is the committed content's (or a hole past its end).
+    private var written = IntervalSet()
+    private var zerosFrom: UInt64?
+    /// Written since the last commit, and the lowest truncation since then: what an update in place sends.
+    private var dirtyRanges = IntervalSet()
+    private var truncatedTo: UInt64?
     private var sizeBytes: UInt64
     private var dirty = false
     private var lastWriteNs: Int64?
@@ -92,29 +99,78 @@ final class OpenFile: @unchecked Sendable {
         if let source {
             do { return try source.read(offset: offset, into: buffer) } catch { throw FileSystemError(error) }
         }
-        return try lock.withLock {
+        let (count, fromRing, committed): (Int, [(from: UInt64, to: UInt64)], FileContent?) = try lock.withLock {
             if spool < 0, let content = stat.inode.content, content.isInline {
                 do {
-                    return try ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks).read(offset: offset, into: buffer)
+                    let count = try ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks).read(offset: offset, into: buffer)
+                    return (count, [], nil)
                 } catch {
                     throw FileSystemError(error)
                 }
             }
-            guard spool >= 0, offset < sizeBytes else { return 0 }
-            let want = Int(min(UInt64(buffer.count), sizeBytes - offset))
-            return try preadFully(spool, UnsafeMutableRawBufferPointer(rebasing: buffer[..<want]), offset)
+            guard spool >= 0, offset < sizeBytes else { return (0, [], nil) }
+            let end = offset + min(UInt64(buffer.count), sizeBytes - offset)
+            var fromRing: [(from: UInt64, to: UInt64)] = []
+            for run in sources(offset, end) {
+                let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(run.from - offset)..<Int(run.to - offset)])
+                switch run.source {
+                case .spool: _ = try preadFully(spool, target, run.from)
+                case .zeros: target.initializeMemory(as: UInt8.self, repeating: 0)
+                case .ring: fromRing.append((run.from, run.to))
+                }
+            }
+            return (Int(end - offset), fromRing, stat.inode.content)
         }
+        // Bytes this mount did not write come from the committed content, outside the lock.
+        if let committed, !fromRing.isEmpty {
+            let reader = ContentReader(content: committed, pool: fileSystem.ring.pool, local: fileSystem.localChunks)
+            for run in fromRing {
+                let target = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(run.from - offset)..<Int(run.to - offset)])
+                do {
+                    guard try reader.read(offset: run.from, into: target) == target.count else {
+                        throw OuroError(.corrupt, "the committed content is shorter than recorded")
+                    }
+                } catch {
+                    throw FileSystemError(error)
+                }
+            }
+        }
+        return count
     }
+
+    private enum ByteSource { case spool, zeros, ring }
+
+    /// Where each byte of `[from, to)` (below `sizeBytes`) is now: in the spool, zeros, or the committed content.
+    private func sources(_ from: UInt64, _ to: UInt64) -> [(from: UInt64, to: UInt64, source: ByteSource)] {
+        let committedSize = stat.inode.content?.sizeBytes ?? 0
+        var result: [(UInt64, UInt64, ByteSource)] = []
+        for run in written.partition(from, to) {
+            if run.inside {
+                result.append((run.from, run.to, .spool))
+                continue
+            }
+            // Outside the written bytes: the committed content below its size (and below a truncation), else zeros.
+            let ringEnd = min(committedSize, zerosFrom ?? .max)
+            if run.from < ringEnd { result.append((run.from, min(run.to, ringEnd), .ring)) }
+            if run.to > max(run.from, ringEnd) { result.append((max(run.from, ringEnd), run.to, .zeros)) }
+        }
+        return result
+    }
+
+    /// Whether the spool alone has every byte of the file (nothing must come from the committed content).
+    private var holdsWholeFile: Bool { !sources(0, sizeBytes).contains { $0.source == .ring } }
 
     // MARK: Writing
 
     func write(offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
         try lock.withLock {
-            try ensureSpool(load: true)
+            try ensureSpool()
             let end = offset + UInt64(data.count)
-            try reserve(upTo: end)
+            try reserve(upTo: written.totalBytes + UInt64(data.count))
             if offset < streamedBytes { streamBroken = true }
             try pwriteFully(spool, data, offset)
+            written.insert(offset, end)
+            dirtyRanges.insert(offset, end)
             sizeBytes = max(sizeBytes, end)
             dirty = true
             lastWriteNs = nowNanoseconds()
@@ -127,7 +183,13 @@ final class OpenFile: @unchecked Sendable {
     /// across the mount; a writer never waits for a slot: what is not pushed now is pushed on close).
     private func startSegmentPushes() {
         let segmentBytes = fileSystem.options.segmentBytes
-        while !streamBroken, sizeBytes >= streamedBytes + segmentBytes, fileSystem.segmentSlots.tryWait() {
+        while !streamBroken, sizeBytes >= streamedBytes + segmentBytes {
+            // Only bytes the spool holds can be pushed; a file written in place elsewhere is committed at close.
+            guard written.contains(streamedBytes, streamedBytes + segmentBytes) else {
+                streamBroken = true
+                break
+            }
+            guard fileSystem.segmentSlots.tryWait() else { break }
             let start = streamedBytes
             streamedBytes += segmentBytes
             segments.begin()
@@ -147,10 +209,15 @@ final class OpenFile: @unchecked Sendable {
 
     func truncate(to size: UInt64) throws {
         try lock.withLock {
-            try ensureSpool(load: size > 0)
-            try reserve(upTo: size)
+            try ensureSpool()
             if size < streamedBytes { streamBroken = true }
             guard ftruncate(spool, off_t(size)) == 0 else { throw FileSystemError(errno) }
+            // Bytes past the new end are zeros from now on, also when the file grows again.
+            let cut = min(size, sizeBytes)
+            zerosFrom = min(zerosFrom ?? .max, cut)
+            written.remove(cut, .max)
+            dirtyRanges.remove(cut, .max)
+            if size < sizeBytes { truncatedTo = min(truncatedTo ?? .max, size) }
             sizeBytes = size
             dirty = true
             lastWriteNs = nowNanoseconds()
@@ -165,6 +232,11 @@ final class OpenFile: @unchecked Sendable {
             let size = sizeBytes
             let spool = spool
             do {
+                if let updated = try writeInPlace() {
+                    try pushed(updated)
+                    return
+                }
+                try fillSpool()
                 let updated = try pushSegmented() ?? fileSystem.ring.retrying { ring in
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
@@ -193,6 +265,8 @@ final class OpenFile: @unchecked Sendable {
         }
         stat = updated
         dirty = false
+        dirtyRanges = IntervalSet()
+        truncatedTo = nil
         pendingMtime = nil
         readAhead = nil
         fileSystem.notePushed(updated)
@@ -289,24 +363,94 @@ final class OpenFile: @unchecked Sendable {
         return fd
     }
 
-    /// Creates the spool if there is none, filled with the current content when `load` (a write into an existing file).
-    private func ensureSpool(load: Bool) throws {
+    /// Creates the spool if there is none: sparse, holding nothing yet (a write in a large file does not fetch it).
+    /// A file with no stored bytes, or with inline ones, is held whole from the start.
+    private func ensureSpool() throws {
         guard spool < 0 else { return }
         let fd = try Self.makeSpoolFile(in: fileSystem.options.cacheDirectory)
         spool = fd
-        sizeBytes = 0
-        guard load, let content = stat.inode.content, content.sizeBytes > 0 else { return }
+        written = IntervalSet()
+        zerosFrom = nil
+        dirtyRanges = IntervalSet()
+        truncatedTo = nil
+        guard let content = stat.inode.content, content.sizeBytes > 0 else {
+            zerosFrom = 0
+            return
+        }
         do {
-            try reserve(upTo: content.sizeBytes)
-            var offset: UInt64 = 0
-            try ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks).stream { bytes in
-                try pwriteFully(fd, bytes, offset)
-                offset += UInt64(bytes.count)
-            }
-            sizeBytes = content.sizeBytes
+            guard ftruncate(fd, off_t(sizeBytes)) == 0 else { throw FileSystemError(errno) }
+            if content.isInline { try fillSpool() }
         } catch {
             dropSpool()
+            throw error
+        }
+    }
+
+    /// Fetches every byte the spool does not hold from the committed content (before a whole push).
+    private func fillSpool() throws {
+        guard let content = stat.inode.content else { return }
+        let missing = sources(0, sizeBytes).filter { $0.source == .ring }
+        guard !missing.isEmpty else { return }
+        try reserve(upTo: written.totalBytes + missing.reduce(0) { $0 + ($1.to - $1.from) })
+        let reader = ContentReader(content: content, pool: fileSystem.ring.pool, local: fileSystem.localChunks)
+        var buffer = [UInt8](repeating: 0, count: 4 << 20)
+        do {
+            try buffer.withUnsafeMutableBytes { raw in
+                for run in missing {
+                    var offset = run.from
+                    while offset < run.to {
+                        let target = UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(min(UInt64(raw.count), run.to - offset))])
+                        guard try reader.read(offset: offset, into: target) == target.count else {
+                            throw OuroError(.corrupt, "the committed content is shorter than recorded")
+                        }
+                        try pwriteFully(spool, UnsafeRawBufferPointer(target), offset)
+                        offset += UInt64(target.count)
+                    }
+                    written.insert(run.from, run.to)
+                }
+            }
+        } catch let error as FileSystemError {
+            throw error
+        } catch {
             throw FileSystemError(error)
+        }
+    }
+
+    /// An update in place: the bytes written since the last commit go to the ring as pieces (`PIECE PUT`, each on
+    /// `copies` nodes), named by one `FS WRITESLICES` with the truncation and the new size. Nil when the file is
+    /// better pushed whole: it has no stored content yet, is small enough to be inline, or was mostly rewritten.
+    private func writeInPlace() throws -> InodeStat? {
+        guard let base = stat.inode.content, !base.isInline, base.sizeBytes > 0, sizeBytes > UInt64(Limits.inlineContentBytes),
+              !holdsWholeFile, dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
+        var ranges: [(from: UInt64, to: UInt64)] = []
+        for range in dirtyRanges.ranges {
+            var from = range.from
+            while from < range.to {
+                let to = min(range.to, from + Limits.maxPieceBytes)
+                ranges.append((from, to))
+                from = to
+            }
+        }
+        guard (base.slices?.count ?? 1) + ranges.count <= Limits.maxSlices else { return nil }
+        let (spool, ring) = (spool, fileSystem.ring)
+        let pieces = try parallelMap(ranges, width: min(4, ranges.count)) { range -> Result<FileContent, Error> in
+            Result { try Self.pushPiece(ring, spool: spool, offset: range.from, sizeBytes: range.to - range.from) }
+        }.map { try $0.get() }
+        var request = FSRequest()
+        request.inode = inode
+        request.sizeBytes = sizeBytes
+        request.truncatedTo = truncatedTo
+        request.slices = zip(ranges, pieces).map { range, piece in
+            ContentSlice(fileOffset: range.from, lengthBytes: range.to - range.from, source: piece)
+        }
+        let updated = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true).stat }
+        guard let updated else { throw OuroError(.internal, "WRITESLICES answered without attributes") }
+        return updated
+    }
+
+    private static func pushPiece(_ ring: RingClient, spool: Int32, offset: UInt64, sizeBytes: UInt64) throws -> FileContent {
+        try ring.retrying { ring in
+            try ring.call(idempotent: true) { node in try node.putPiece(file: spool, offset: offset, sizeBytes: sizeBytes) }
         }
     }
 
@@ -324,6 +468,10 @@ final class OpenFile: @unchecked Sendable {
         streamBroken = false
         if spool >= 0 { Glibc.close(spool) }
         spool = -1
+        written = IntervalSet()
+        zerosFrom = nil
+        dirtyRanges = IntervalSet()
+        truncatedTo = nil
         fileSystem.releaseSpool(reservedBytes)
         reservedBytes = 0
     }

@@ -114,7 +114,7 @@ extension Node {
     /// A header whose command carries a payload (by its first two words), even if the rest did not parse.
     private func announcesPayload(_ line: String) -> Bool {
         let words = line.split(separator: " ", maxSplits: 2).prefix(2).joined(separator: " ")
-        return ["FILE PUSH", "INODE WRITE", "CONTENT PUSH", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY"].contains(words)
+        return ["FILE PUSH", "INODE WRITE", "CONTENT PUSH", "PIECE PUT", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY"].contains(words)
             || line.hasPrefix("FS ")
     }
 
@@ -224,6 +224,8 @@ extension Node {
             try session.reply("OK")
         case .contentPush(let size):
             try session.replyBinary(try receivePush(session.reader, sizeBytes: size))
+        case .piecePut(let size, let crc):
+            try session.replyBinary(try receivePiece(session.reader, sizeBytes: size, crc32c: crc))
         case .chunkKeep(let chunk):
             guard keepChunk(chunk) else { throw OuroError.notFound("chunk \(chunk) is not stored here") }
             try session.reply("OK")
