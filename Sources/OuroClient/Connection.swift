@@ -7,7 +7,7 @@ public final class Connection: @unchecked Sendable {
     public let socket: Socket
     public let reader: FramedReader
     /// When this connection was last handed back to a pool (monotonic seconds).
-    var idleSince: Double = 0
+    public internal(set) var idleSince: Double = 0
 
     public init(to address: NodeAddress, timeoutMilliseconds: Int = Limits.connectTimeoutMilliseconds) throws {
         self.address = address

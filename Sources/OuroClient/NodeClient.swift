@@ -200,6 +200,14 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// `PIECE PUT` of bytes in memory (at most `Limits.streamBufferBytes`), on a pooled connection.
+    public func putPiece(_ bytes: [UInt8]) throws -> FileContent {
+        try pool.with(address, retry: true) { connection in
+            try connection.socket.write(line: "PIECE PUT \(bytes.count) \(CRC32C.checksum(bytes))", then: bytes)
+            return try connection.readBinary(FileContent.self)
+        }
+    }
+
     /// `PIECE PUT`: stores `sizeBytes` of `file` from `offset` as a piece (one chunk on `copies` nodes the node picks,
     /// every copy durable, not named in the catalog yet); returns its placement. Small pieces go on a pooled
     /// connection, large ones are streamed with `sendfile`.
@@ -208,10 +216,7 @@ public struct NodeClient: Sendable {
             var bytes = [UInt8](repeating: 0, count: Int(sizeBytes))
             let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, off_t(offset)) }
             guard count == Int(sizeBytes) else { throw OuroError(.internal, "cannot read the \(sizeBytes) bytes of a piece") }
-            return try pool.with(address, retry: true) { connection in
-                try connection.socket.write(line: "PIECE PUT \(sizeBytes) \(CRC32C.checksum(bytes))", then: bytes)
-                return try connection.readBinary(FileContent.self)
-            }
+            return try putPiece(bytes)
         }
         var crc = CRC32C()
         var buffer = [UInt8](repeating: 0, count: Limits.streamBufferBytes)

@@ -307,6 +307,20 @@ extension PlacementRecord: BinaryCodable {
     }
 }
 
+extension RegionRecord: BinaryCodable {
+    public func encode(to writer: inout BinaryWriter) {
+        writer.u64(inode)
+        writer.u64(region)
+        writer.value(slices)
+        writer.value(version)
+    }
+
+    public init(from reader: inout BinaryReader) throws(OuroError) {
+        self.init(inode: try reader.u64(), region: try reader.u64(), slices: try reader.value([ContentSlice].self),
+                  version: try reader.value())
+    }
+}
+
 extension CatalogRecord: BinaryCodable {
     public func encode(to writer: inout BinaryWriter) {
         if let inode {
@@ -315,9 +329,12 @@ extension CatalogRecord: BinaryCodable {
         } else if let dirent {
             writer.u8(2)
             writer.value(dirent)
-        } else {
+        } else if let placement {
             writer.u8(3)
-            writer.value(placement!)
+            writer.value(placement)
+        } else {
+            writer.u8(4)
+            writer.value(region!)
         }
     }
 
@@ -326,6 +343,7 @@ extension CatalogRecord: BinaryCodable {
         case 1: self.init(try reader.value(Inode.self))
         case 2: self.init(try reader.value(Dirent.self))
         case 3: self.init(try reader.value(PlacementRecord.self))
+        case 4: self.init(try reader.value(RegionRecord.self))
         default: throw .badRequest("malformed binary payload: record")
         }
     }
@@ -425,6 +443,8 @@ extension FSReply: BinaryCodable {
         writer.optional(xattrNames) { writer, names in writer.array(names) { $0.string($1) } }
         writer.optional(usage) { $0.value($1) }
         writer.optional(directories) { $0.value($1) }
+        writer.optional(regions) { $0.value($1) }
+        writer.optional(slices) { $0.value($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -437,5 +457,7 @@ extension FSReply: BinaryCodable {
         xattrNames = try reader.optional { reader throws(OuroError) in try reader.array { reader throws(OuroError) in try reader.string() } }
         usage = try reader.optional { reader throws(OuroError) in try reader.value() }
         directories = try reader.optional { reader throws(OuroError) in try reader.value([InodeStat].self) }
+        regions = try reader.optional { reader throws(OuroError) in try reader.value([RegionRecord].self) }
+        slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
     }
 }

@@ -23,11 +23,17 @@ extension Catalog {
     /// that has not caught up may not know a new inode yet: only GONE says that the file was removed).
     public func existing(_ id: UInt64?) throws(OuroError) -> Inode {
         guard let id else { throw .notFound("no such inode") }
-        guard let inode = inode(id) else {
+        guard let inode = baseInode(id) else {
             if inodes[id]?.deleted == true { throw OuroError(.gone, "inode \(id) was removed") }
             throw .notFound("no such inode")
         }
         return inode
+    }
+
+    /// The live inode `id` with all its bytes (its regions' slices on top of its content): what a reader gets.
+    public func existingWithContent(_ id: UInt64?) throws(OuroError) -> Inode {
+        let base = try existing(id)
+        return inode(base.id) ?? base
     }
 
     func directory(_ id: UInt64?) throws(OuroError) -> Inode {
@@ -226,6 +232,7 @@ extension Catalog {
     /// chmod/chown/utimens, and truncation to zero (other sizes are rewritten through a push).
     public func planSetattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
         var inode = try existing(request.inode)
+        var regionsRemoved: [CatalogRecord] = []
         if let mode = request.mode { inode.permissions = mode & 0o7777 }
         if let uid = request.uid { inode.uid = uid }
         if let gid = request.gid { inode.gid = gid }
@@ -234,12 +241,13 @@ extension Catalog {
             guard size == 0 else { throw OuroError(.notSupported, "truncate to a non-zero size goes through a write") }
             inode.content = nil
             inode.mtimeNs = nowNs
+            regionsRemoved = regionTombstones(inode.id, version)
         }
         if let mtime = request.mtimeNs { inode.mtimeNs = mtime }
         if let atime = request.atimeNs { inode.atimeNs = atime }
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+        return Change(records: [CatalogRecord(inode)] + regionsRemoved, resultInode: inode.id)
     }
 
     public func planSetxattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
@@ -281,42 +289,76 @@ extension Catalog {
         inode.mtimeNs = nowNs
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+        return Change(records: [CatalogRecord(inode)] + regionTombstones(inode.id, version), resultInode: inode.id)
     }
 
-    /// A write in place through the mount: `slices` (pieces already stored) on top of the file's content, after a
-    /// truncation to `truncatedTo` if there was one, at the new size (`ContentSlices.writing`).
+    /// Removals of every region record of an inode whose content is replaced whole.
+    func regionTombstones(_ id: UInt64, _ version: Version) -> [CatalogRecord] {
+        liveRegions(of: id).map { CatalogRecord(RegionRecord(inode: id, region: $0.region, slices: [], version: version)) }
+    }
+
+    /// A write in place through the mount: `slices` (pieces already stored) on top of the file's bytes, after a
+    /// truncation to `truncatedTo` if there was one, at the new size. The inode's own content is only cut and
+    /// resized; the slices go to the records of the regions they fall in, so the change costs what it wrote.
     public func planWriteSlices(inode id: UInt64?, slices: [ContentSlice], truncatedTo: UInt64?, sizeBytes: UInt64,
                                 contentID: ContentID, start: NodeAddress, version: Version, nowNs: Int64) throws(OuroError) -> Change {
         var inode = try existing(id)
         guard inode.kind == .file else { throw OuroError(.isDir, "not a regular file") }
         guard slices.allSatisfy({ $0.isWellFormed }) else { throw .badRequest("malformed slice") }
-        let content = ContentSlices.writing(slices, onto: inode.content, truncatedTo: truncatedTo, sizeBytes: sizeBytes,
-                                            id: contentID, start: start)
-        guard (content.slices?.count ?? 0) <= Limits.maxSlices else {
-            throw OuroError(.tooLarge, "the file would have more than \(Limits.maxSlices) slices: compact it first")
+        if truncatedTo != nil || sizeBytes != inode.sizeBytes {
+            inode.content = ContentSlices.writing([], onto: inode.content, truncatedTo: truncatedTo, sizeBytes: sizeBytes,
+                                                  id: contentID, start: start)
         }
-        inode.content = content
+        let regionBytes = Limits.regionBytes
+        var touched: [UInt64: [ContentSlice]] = [:]
+        let cut = min(truncatedTo ?? .max, sizeBytes)
+        // Only a truncation reaches into regions the write did not touch.
+        for record in truncatedTo == nil ? [] : liveRegions(of: inode.id) where record.region &* regionBytes &+ regionBytes > cut {
+            touched[record.region] = record.slices.compactMap { $0.clipped(from: 0, to: cut) }
+        }
+        for slice in slices {
+            var from = slice.fileOffset
+            while from < slice.fileEnd {
+                let region = from / regionBytes
+                let part = slice.clipped(from: from, to: min(slice.fileEnd, (region + 1) * regionBytes))!
+                touched[region, default: regions[inode.id]?[region]?.slices ?? []].append(part)
+                from = part.fileEnd
+            }
+        }
+        var records = [CatalogRecord]()
+        for (region, list) in touched.sorted(by: { $0.key < $1.key }) {
+            let kept = ContentSlices.withoutHidden(list.compactMap { $0.clipped(from: 0, to: sizeBytes) })
+            guard kept.count <= Limits.maxRegionSlices else {
+                throw OuroError(.tooLarge, "region \(region) would have more than \(Limits.maxRegionSlices) slices: compact it first")
+            }
+            records.append(CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version)))
+        }
         inode.mtimeNs = nowNs
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+        return Change(records: [CatalogRecord(inode)] + records, resultInode: inode.id)
     }
 
-    /// A compaction: the slices `seen` merged over `region` into `merged`; EXISTS when the file changed under it
-    /// (the compactor then drops its work). Times stay: the file's bytes did not change.
-    public func planCompact(inode id: UInt64?, seen: [ContentSlice], region: (from: UInt64, to: UInt64), merged: FileContent,
-                            contentID: ContentID, version: Version) throws(OuroError) -> Change {
-        var inode = try existing(id)
-        guard inode.kind == .file, let current = inode.content else { throw OuroError(.isDir, "not a regular file with content") }
-        guard merged.slices == nil, merged.segments == nil,
-              ContentSlice(fileOffset: region.from, lengthBytes: merged.sizeBytes, source: merged).isWellFormed,
-              let content = ContentSlices.compacting(current, seen: seen, region: region, into: merged, id: contentID) else {
-            throw OuroError(.exists, "the file changed since the compaction read it")
+    /// A compaction of one region: its first slices `seen` (as the compactor read them) replaced by `merged`, the
+    /// region's bytes as they showed, from `offset` (the region's start). EXISTS when the region changed under it
+    /// otherwise than by new writes on top (the compactor then drops its work). Times stay: no byte changed.
+    public func planCompactRegion(inode id: UInt64?, offset: UInt64, seen: [ContentSlice], merged: FileContent,
+                                  version: Version) throws(OuroError) -> Change {
+        let inode = try existing(id)
+        let regionBytes = Limits.regionBytes
+        guard inode.kind == .file, offset % regionBytes == 0, merged.sizeBytes <= regionBytes, !seen.isEmpty,
+              ContentSlice(fileOffset: offset, lengthBytes: merged.sizeBytes, source: merged).isWellFormed else {
+            throw .badRequest("malformed compaction")
         }
-        inode.content = content
-        inode.version = version
-        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+        let region = offset / regionBytes
+        let current = regions[inode.id]?[region]?.slices ?? []
+        guard current.count >= seen.count, zip(current, seen).allSatisfy({ $0.isSame(as: $1) }) else {
+            throw OuroError(.exists, "the region changed since the compaction read it")
+        }
+        let slices = [ContentSlice(fileOffset: offset, lengthBytes: merged.sizeBytes, source: merged)] + current.dropFirst(seen.count)
+        let kept = ContentSlices.withoutHidden(slices.compactMap { $0.clipped(from: 0, to: inode.sizeBytes) })
+        return Change(records: [CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version))],
+                      resultInode: inode.id)
     }
 
     /// `FILE PUSH` by path: creates missing parent directories, then creates the file or replaces its content.

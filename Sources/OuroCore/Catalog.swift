@@ -11,8 +11,12 @@ public struct Catalog: Sendable {
     private var parents: [UInt64: [UInt64]] = [:]
     /// Live subdirectories per directory: `st_nlink` is 2 + this, asked on every stat of the directory.
     private var subdirectories: [UInt64: Int] = [:]
-    /// Which inode holds each content (to check a chunk against its recorded checksum).
+    /// Which inode holds each content (to check a chunk against its recorded checksum), and how many of its records
+    /// (its own, its regions') refer to it: a content is live while any does.
     private var contentOwners: [ContentID: UInt64] = [:]
+    private var contentReferences: [ContentID: Int] = [:]
+    /// Slices written in place, by inode and region (see `RegionRecord`).
+    public private(set) var regions: [UInt64: [UInt64: RegionRecord]] = [:]
     /// Chunk placements changed after their push, by content.
     public private(set) var placements: [ContentID: [Int: PlacementRecord]] = [:]
 
@@ -26,17 +30,31 @@ public struct Catalog: Sendable {
             placements[placement.content, default: [:]][placement.chunk] = placement
             return true
         }
+        if let region = record.region {
+            let current = regions[region.inode]?[region.region]
+            if let current, current.version >= region.version { return false }
+            // An inode not heard of yet counts as live (sync may bring its regions first); a removed one holds nothing.
+            let live = inodes[region.inode].map { !$0.deleted } ?? true
+            if let current, live { release(Self.sources(of: current.slices)) }
+            regions[region.inode, default: [:]][region.region] = region  // no slices: a tombstone
+            if live { retain(Self.sources(of: region.slices), by: region.inode) }
+            return true
+        }
         if let inode = record.inode {
             let current = inodes[inode.id]
             if let current, current.version >= inode.version { return false }
-            for old in current?.content?.pieces ?? [] { contentOwners[old.id] = nil }
+            let wasLive = current.map { !$0.deleted } ?? true
+            if let current, !current.deleted { release(current.content?.pieces.map(\.id) ?? []) }
+            if wasLive, inode.deleted {
+                for region in (regions[inode.id] ?? [:]).values { release(Self.sources(of: region.slices)) }
+            }
             let wasDirectory = isLiveDirectory(inode.id)
             inodes[inode.id] = inode
             let isDirectory = isLiveDirectory(inode.id)
             if wasDirectory != isDirectory {
                 for parent in parents[inode.id] ?? [] { subdirectories[parent, default: 0] += isDirectory ? 1 : -1 }
             }
-            if !inode.deleted { for new in inode.content?.pieces ?? [] { contentOwners[new.id] = inode.id } }
+            if !inode.deleted { retain(inode.content?.pieces.map(\.id) ?? [], by: inode.id) }
             return true
         }
         guard let dirent = record.dirent else { return false }
@@ -60,12 +78,68 @@ public struct Catalog: Sendable {
         return true
     }
 
+    static func sources(of slices: [ContentSlice]) -> [ContentID] {
+        var seen = Set<ContentID>()
+        return slices.compactMap { seen.insert($0.source.id).inserted ? $0.source.id : nil }
+    }
+
+    private mutating func retain(_ ids: [ContentID], by inode: UInt64) {
+        for id in ids {
+            contentOwners[id] = inode
+            contentReferences[id, default: 0] += 1
+        }
+    }
+
+    private mutating func release(_ ids: [ContentID]) {
+        for id in ids {
+            let count = (contentReferences[id] ?? 1) - 1
+            if count <= 0 {
+                contentReferences[id] = nil
+                contentOwners[id] = nil
+            } else {
+                contentReferences[id] = count
+            }
+        }
+    }
+
+    /// Whether this catalog holds exactly this record now (nothing newer replaced it).
+    public func holds(_ record: CatalogRecord) -> Bool {
+        if let inode = record.inode { return inodes[inode.id]?.version == inode.version }
+        if let dirent = record.dirent { return dirents[dirent.key]?.version == dirent.version }
+        if let placement = record.placement { return placements[placement.content]?[placement.chunk]?.version == placement.version }
+        if let region = record.region { return regions[region.inode]?[region.region]?.version == region.version }
+        return false
+    }
+
+    /// The live region records of an inode, in region order.
+    public func liveRegions(of id: UInt64) -> [RegionRecord] {
+        guard let byRegion = regions[id] else { return [] }
+        return byRegion.values.filter { !$0.slices.isEmpty }.sorted { $0.region < $1.region }
+    }
+
+    /// An inode's content with the slices of its regions on top: what its bytes are.
+    func assembled(_ content: FileContent?, regions records: [RegionRecord]) -> FileContent? {
+        guard let content, !records.isEmpty else { return content }
+        var slices = content.asSlices
+        for record in records { slices += record.slices }
+        return FileContent(id: content.id, sizeBytes: content.sizeBytes, slices: slices.compactMap { $0.clipped(from: 0, to: content.sizeBytes) },
+                           start: content.start)
+    }
+
     private func isLiveDirectory(_ id: UInt64) -> Bool {
         guard let inode = inodes[id] else { return false }
         return inode.kind == .directory && !inode.deleted
     }
 
     public func inode(_ id: UInt64) -> Inode? {
+        guard var inode = baseInode(id) else { return nil }
+        if regions[id] != nil { inode.content = assembled(inode.content, regions: liveRegions(of: id)).map(placed) }
+        return inode
+    }
+
+    /// The inode as its own record holds it: its content without the slices its regions add (what a change of the
+    /// inode writes back).
+    public func baseInode(_ id: UInt64) -> Inode? {
         guard var inode = inodes[id], !inode.deleted else { return nil }
         if let content = inode.content, !placements.isEmpty { inode.content = placed(content) }
         return inode
@@ -97,7 +171,7 @@ public struct Catalog: Sendable {
 
     /// The live content with this id, if any inode still uses it.
     public func content(_ id: ContentID) -> FileContent? {
-        guard let whole = contentOwners[id].flatMap({ inodes[$0]?.content }) else { return nil }
+        guard let whole = contentOwners[id].flatMap({ inode($0)?.content }) else { return nil }
         return whole.pieces.first(where: { $0.id == id }).map(placed)
     }
 
@@ -175,7 +249,7 @@ public struct Catalog: Sendable {
 
     /// Every live content (for repair and scrubbing).
     public func liveContents() -> [FileContent] {
-        Set(contentOwners.values).compactMap { inodes[$0]?.content }.flatMap { placed($0).pieces }
+        Set(contentOwners.values).compactMap { inode($0)?.content }.flatMap(\.pieces)
     }
 
     public var fileCount: Int { inodes.values.lazy.filter { !$0.deleted }.count }

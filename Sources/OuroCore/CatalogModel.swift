@@ -206,17 +206,44 @@ public struct PlacementKey: Hashable, Sendable {
     public var chunk: Int
 }
 
-/// One catalog change as stored and exchanged: exactly one of the three is set.
+/// The slices written in place over one `Limits.regionBytes` region of a file, on top of its inode's content
+/// (see docs/design.md, "Files that change in place"). A record of its own, so that an update rewrites the slices of
+/// the regions it touched, not those of the whole file. No slices: a removed record (a tombstone).
+public struct RegionRecord: Codable, Equatable, Sendable {
+    public var inode: UInt64
+    public var region: UInt64
+    /// Inside the region, in order (later ones win).
+    public var slices: [ContentSlice]
+    public var version: Version
+
+    public init(inode: UInt64, region: UInt64, slices: [ContentSlice], version: Version) {
+        self.inode = inode
+        self.region = region
+        self.slices = slices
+        self.version = version
+    }
+
+    public var key: RegionKey { RegionKey(inode: inode, region: region) }
+}
+
+public struct RegionKey: Hashable, Sendable {
+    public var inode: UInt64
+    public var region: UInt64
+}
+
+/// One catalog change as stored and exchanged: exactly one of the four is set.
 public struct CatalogRecord: Codable, Equatable, Sendable {
     public var inode: Inode?
     public var dirent: Dirent?
     public var placement: PlacementRecord?
+    public var region: RegionRecord?
 
     public init(_ inode: Inode) { self.inode = inode }
     public init(_ dirent: Dirent) { self.dirent = dirent }
     public init(_ placement: PlacementRecord) { self.placement = placement }
+    public init(_ region: RegionRecord) { self.region = region }
 
-    public var version: Version { inode?.version ?? dirent?.version ?? placement!.version }
+    public var version: Version { inode?.version ?? dirent?.version ?? placement?.version ?? region!.version }
 }
 
 /// An inode with the figures derived from the whole catalog, as returned to clients.

@@ -42,6 +42,10 @@ public struct FSReply: Codable, Sendable, Equatable {
     public var usage: RingUsage?
     /// After a change of names: the attributes of the directories it changed.
     public var directories: [InodeStat]?
+    /// `WRITESLICES`: the regions it wrote that hold enough slices to be compacted; `COMPACT`: the region as it is now.
+    public var regions: [RegionRecord]?
+    /// `WRITESLICES` that carried its bytes: the slices as committed, with the pieces that now hold them.
+    public var slices: [ContentSlice]?
     public init() {}
 
     public struct Entry: Codable, Sendable, Equatable {

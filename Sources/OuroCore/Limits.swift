@@ -35,10 +35,14 @@ public enum Limits {
     /// Largest file written through the mount that is kept inline in the catalog rather than in chunks. Small
     /// enough that a `CATALOG SYNC` batch of such records stays far below `jsonPayloadBytes`.
     public static let inlineContentBytes = 8 * 1024
-    /// Slices a layered content may hold: its record is rewritten on every commit, so it must stay small.
+    /// Slices an inode's own content may hold (the slices of writes in place live in region records).
     public static let maxSlices = 4096
-    /// A layered content with more slices than this is compacted in the background by the mount that wrote it.
-    public static let compactSlices = 256
+    /// A file's bytes are grouped in regions of this size for writes in place: each region's slices are one record.
+    public static let regionBytes: UInt64 = 1 << 20
+    /// Slices one region may hold; an update that would pass it is refused (the mount compacts first).
+    public static let maxRegionSlices = 256
+    /// A region with more slices than this is compacted in the background by the mount that wrote it.
+    public static let compactRegionSlices = 16
     /// Largest piece (one write's bytes, stored as a one-chunk content on `copies` nodes).
     public static let maxPieceBytes: UInt64 = 64 << 20
     /// Largest size of a sparse file (holes cost nothing): what `truncate -s` may ask for.

@@ -1,3 +1,4 @@
+import Foundation
 import COuroSupport
 import Glibc
 import Logging
@@ -157,8 +158,6 @@ final class OpenFile: @unchecked Sendable {
         return result
     }
 
-    /// Whether the spool alone has every byte of the file (nothing must come from the committed content).
-    private var holdsWholeFile: Bool { !sources(0, sizeBytes).contains { $0.source == .ring } }
 
     // MARK: Writing
 
@@ -421,7 +420,9 @@ final class OpenFile: @unchecked Sendable {
     /// better pushed whole: it has no stored content yet, is small enough to be inline, or was mostly rewritten.
     private func writeInPlace() throws -> InodeStat? {
         guard let base = stat.inode.content, !base.isInline, base.sizeBytes > 0, sizeBytes > UInt64(Limits.inlineContentBytes),
-              !holdsWholeFile, dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
+              dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
+        // Segments pushed while the application wrote (a large file growing in order) are committed as they are.
+        guard streamBroken || streamedBytes <= base.sizeBytes else { return nil }
         var ranges: [(from: UInt64, to: UInt64)] = []
         for range in dirtyRanges.ranges {
             var from = range.from
@@ -433,19 +434,99 @@ final class OpenFile: @unchecked Sendable {
         }
         guard (base.slices?.count ?? 1) + ranges.count <= Limits.maxSlices else { return nil }
         let (spool, ring) = (spool, fileSystem.ring)
-        let pieces = try parallelMap(ranges, width: min(4, ranges.count)) { range -> Result<FileContent, Error> in
-            Result { try Self.pushPiece(ring, spool: spool, offset: range.from, sizeBytes: range.to - range.from) }
-        }.map { try $0.get() }
         var request = FSRequest()
         request.inode = inode
         request.sizeBytes = sizeBytes
         request.truncatedTo = truncatedTo
-        request.slices = zip(ranges, pieces).map { range, piece in
-            ContentSlice(fileOffset: range.from, lengthBytes: range.to - range.from, source: piece)
+        let carried = dirtyRanges.totalBytes <= UInt64(Limits.streamBufferBytes)
+        if carried {
+            // A small update: its bytes go with the commit, and the node stores the pieces while it commits.
+            var data = [UInt8](repeating: 0, count: Int(dirtyRanges.totalBytes))
+            var at = 0
+            try data.withUnsafeMutableBytes { raw in
+                for range in ranges {
+                    let length = Int(range.to - range.from)
+                    guard try preadFully(spool, UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + length)]), range.from) == length else {
+                        throw OuroError(.internal, "the spool is shorter than what was written")
+                    }
+                    at += length
+                }
+            }
+            request.data = Data(data)
+            request.slices = ranges.map { range in
+                ContentSlice(fileOffset: range.from, lengthBytes: range.to - range.from,
+                             source: FileContent(id: .random(), sizeBytes: range.to - range.from, start: base.start, copies: 0, chunks: []))
+            }
+        } else {
+            let pieces = try parallelMap(ranges, width: min(4, ranges.count)) { range -> Result<FileContent, Error> in
+                Result { try Self.pushPiece(ring, spool: spool, offset: range.from, sizeBytes: range.to - range.from) }
+            }.map { try $0.get() }
+            request.slices = zip(ranges, pieces).map { range, piece in
+                ContentSlice(fileOffset: range.from, lengthBytes: range.to - range.from, source: piece)
+            }
         }
-        let updated = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true).stat }
-        guard let updated else { throw OuroError(.internal, "WRITESLICES answered without attributes") }
+        let reply = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true) }
+        guard var updated = reply.stat, let written = carried ? reply.slices : request.slices else {
+            throw OuroError(.internal, "WRITESLICES answered without attributes or slices")
+        }
+        // The node answers without the content (it may have thousands of slices): the same rule gives it here.
+        updated.inode.content = ContentSlices.writing(written, onto: base, truncatedTo: truncatedTo, sizeBytes: sizeBytes,
+                                                      id: .random(), start: base.start)
+        for region in reply.regions ?? [] { startCompaction(region, of: updated.inode.content!) }
         return updated
+    }
+
+    // MARK: Compaction
+
+    /// Regions being compacted now (one compaction per region at a time).
+    private var compacting: Set<UInt64> = []
+
+    /// Compacts one region in the background: its bytes as committed (`content`) become one piece, named by
+    /// `FS COMPACT` in place of the slices it merged. A region changed meanwhile is left for the next time.
+    private func startCompaction(_ region: RegionRecord, of content: FileContent) {
+        guard !compacting.contains(region.region), fileSystem.compactionSlots.tryWait() else { return }
+        compacting.insert(region.region)
+        let (ring, local, inode, logger, slots) = (fileSystem.ring, fileSystem.localChunks, inode, fileSystem.logger, fileSystem.compactionSlots)
+        startThread(name: "compact") { [weak self] in
+            defer {
+                slots.signal()
+                if let self { self.lock.withLock { _ = self.compacting.remove(region.region) } }
+            }
+            let from = region.region * Limits.regionBytes
+            let to = min(content.sizeBytes, from + Limits.regionBytes)
+            guard from < to else { return }
+            do {
+                var bytes = [UInt8](repeating: 0, count: Int(to - from))
+                let reader = ContentReader(content: content, pool: ring.pool, local: local)
+                guard try bytes.withUnsafeMutableBytes({ try reader.read(offset: from, into: $0) }) == bytes.count else {
+                    throw OuroError(.corrupt, "the region is shorter than recorded")
+                }
+                let merged = try ring.retrying { ring in try ring.call(idempotent: true) { node in try node.putPiece(bytes) } }
+                var request = FSRequest()
+                request.inode = inode
+                request.offset = from
+                request.slices = region.slices
+                request.content = merged
+                _ = try ring.fs("COMPACT", request, idempotent: true)
+                // The merged slices' pieces become garbage: read the file's content as the ring has it now.
+                var getattr = FSRequest()
+                getattr.inode = inode
+                if let fresh = try ring.fs("GETATTR", getattr, idempotent: true).stat { self?.adoptContent(fresh) }
+                logger.debug("region compacted", metadata: ["inode": "\(inode)", "region": "\(region.region)", "slices": "\(region.slices.count)"])
+            } catch {
+                logger.debug("compaction dropped", metadata: ["inode": "\(inode)", "region": "\(region.region)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// The ring's content of this file after a compaction, if it includes every commit made here.
+    private func adoptContent(_ fresh: InodeStat) {
+        lock.withLock {
+            guard fresh.inode.version >= stat.inode.version, fresh.inode.sizeBytes == stat.inode.sizeBytes else { return }
+            stat.inode.content = fresh.inode.content
+            stat.inode.version = fresh.inode.version
+            readAhead = nil
+        }
     }
 
     private static func pushPiece(_ ring: RingClient, spool: Int32, offset: UInt64, sizeBytes: UInt64) throws -> FileContent {

@@ -42,6 +42,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     let localChunks: LocalChunkFiles
     /// Free slots for segment pushes (`options.segmentPushes`).
     let segmentSlots: OuroClient.Semaphore
+    /// Region compactions running at once across the mount (background work: two keep up with any writer).
+    let compactionSlots = OuroClient.Semaphore(2)
     private let lock = Lock()
     /// Files open through at least one handle, by inode: all handles of one inode share its spool.
     private var openFiles: [UInt64: OpenFile] = [:]

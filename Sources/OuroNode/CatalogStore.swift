@@ -22,6 +22,7 @@ public final class CatalogStore: @unchecked Sendable {
         case inode(UInt64)
         case dirent(DirentKey)
         case placement(PlacementKey)
+        case region(RegionKey)
     }
 
     private let lock = Lock()
@@ -231,6 +232,7 @@ public final class CatalogStore: @unchecked Sendable {
     private func key(of record: CatalogRecord) -> RecordKey {
         if let inode = record.inode { return .inode(inode.id) }
         if let placement = record.placement { return .placement(placement.key) }
+        if let region = record.region { return .region(region.key) }
         return .dirent(record.dirent!.key)
     }
 
@@ -293,13 +295,59 @@ public final class CatalogStore: @unchecked Sendable {
 
     /// Plans a change against the current catalog with a fresh version, applies it and appends it to the log.
     /// It is durable only after `syncLog()`: the caller overlaps that fsync with sending the change to its peers.
-    public func mutate(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (Catalog.Change, InodeStat?) {
+    /// `withRegions: false`: the answer's inode without the slices of its regions (cheap for a file written in
+    /// place many times; the writer knows them).
+    public func mutate(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (Catalog.Change, InodeStat?) {
         try lock.withLock {
             let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
             _ = try applyLocked(change.records)
-            let stat = change.resultInode.flatMap { catalog.inode($0) }.map { catalog.stat($0) }
+            let stat = change.resultInode.flatMap { withRegions ? catalog.inode($0) : catalog.baseInode($0) }.map { catalog.stat($0) }
             return (change, stat)
         }
+    }
+
+    /// A change made durable first by another journal (the piece journal: the pieces' bytes and these records in
+    /// one fdatasync). Planned and applied in memory under the lock; `journal` writes the records there under the
+    /// lock too, so that whatever is planned on top of them is journalled after them (one fdatasync of a later
+    /// record covers the earlier ones). They reach this log only through `appendJournalled`, once the journal is
+    /// synced: the log can never hold a record whose pieces might not survive a crash.
+    public func mutateJournalled(withRegions: Bool, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change,
+                                 journal: ([CatalogRecord]) throws -> Void) throws -> (Catalog.Change, InodeStat?) {
+        try lock.withLock {
+            if logFailed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
+            var change = try plan(catalog, nextVersion(), wallClockNanoseconds())
+            try journal(change.records)
+            change.records = change.records.filter { catalog.apply($0) }
+            for record in change.records { clock = max(clock, record.version.clock) }
+            let stat = change.resultInode.flatMap { withRegions ? catalog.inode($0) : catalog.baseInode($0) }.map { catalog.stat($0) }
+            return (change, stat)
+        }
+    }
+
+    /// Writes journalled records to the log (those not replaced meanwhile); synced within a few milliseconds.
+    public func appendJournalled(_ records: [CatalogRecord]) throws {
+        let appended: Bool = try lock.withLock {
+            var bytes: [UInt8] = []
+            for record in records where catalog.holds(record) {
+                sequence += 1
+                let entry = LogEntry(seq: sequence, record: record)
+                remember(entry)
+                bytes += Self.frame(entry)
+            }
+            guard !bytes.isEmpty else { return false }
+            do {
+                try reserveLogSpace(Int64(bytes.count))
+                _ = try bytes.withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logEnd, $0) }
+                logEnd += Int64(bytes.count)
+            } catch let error as Errno {
+                logFailed = true
+                logger.critical("catalog log write failed; the node must be restarted to store catalog changes again",
+                                metadata: ["error": "\(error)"])
+                throw ChunkStore.wireError(error, "writing the catalog log")
+            }
+            return true
+        }
+        if appended { scheduleSync() }
     }
 
     /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
@@ -401,6 +449,7 @@ public final class CatalogStore: @unchecked Sendable {
     /// About what a record takes encoded, without encoding it (the batch is encoded once, when it is sent): small,
     /// but for inline bytes, chunk placements and extended attributes, counted generously.
     private static func roughSize(_ record: CatalogRecord) -> Int {
+        if let region = record.region { return 128 + region.slices.count * 256 }
         guard let inode = record.inode else { return 256 }
         var bytes = 256 + (inode.content?.inlineData?.count ?? 0)
         for piece in inode.content?.pieces ?? [] {

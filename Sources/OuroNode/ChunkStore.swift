@@ -9,6 +9,8 @@ import SystemPackage
 public final class ChunkStore: @unchecked Sendable {
     public let directory: FilePath
     private let directoryFD: FileDescriptor
+    /// Small copies recorded there may not have their chunk file yet: every look at a chunk writes it first.
+    weak var journal: PieceJournal?
 
     public init(directory: FilePath) throws {
         self.directory = directory
@@ -42,11 +44,13 @@ public final class ChunkStore: @unchecked Sendable {
     }
 
     public func exists(_ chunk: ChunkID) -> Bool {
-        access(path(of: chunk).string, F_OK) == 0
+        journal?.materialize(chunk)
+        return access(path(of: chunk).string, F_OK) == 0
     }
 
     /// Opens a stored chunk for reading.
     public func open(_ chunk: ChunkID) throws -> FileDescriptor {
+        journal?.materialize(chunk)
         do {
             return try FileDescriptor.open(path(of: chunk), .readOnly, options: [.closeOnExec])
         } catch Errno.noSuchFileOrDirectory {
@@ -57,6 +61,7 @@ public final class ChunkStore: @unchecked Sendable {
     }
 
     public func sizeBytes(of chunk: ChunkID) -> UInt64? {
+        journal?.materialize(chunk)
         var info = stat()
         guard stat(path(of: chunk).string, &info) == 0 else { return nil }
         return UInt64(info.st_size)
@@ -81,6 +86,7 @@ public final class ChunkStore: @unchecked Sendable {
     }
 
     public func delete(_ chunk: ChunkID) {
+        journal?.forget(chunk)
         _ = unlink(path(of: chunk).string)
     }
 
@@ -90,7 +96,8 @@ public final class ChunkStore: @unchecked Sendable {
     /// Is the chunk stored? If so its modification time becomes now: the janitor leaves it alone for another grace
     /// period (a segment the mount pushed is named in the catalog only when the whole file is committed).
     public func keep(_ chunk: ChunkID) -> Bool {
-        keepLock.withLock { utimensat(AT_FDCWD, path(of: chunk).string, nil, 0) == 0 }
+        journal?.materialize(chunk)
+        return keepLock.withLock { utimensat(AT_FDCWD, path(of: chunk).string, nil, 0) == 0 }
     }
 
     /// Deletes a garbage chunk unless it was modified (or kept) since `seconds` (the janitor's last look).
@@ -98,13 +105,15 @@ public final class ChunkStore: @unchecked Sendable {
         keepLock.withLock {
             var info = stat()
             guard stat(path(of: chunk).string, &info) == 0, info.st_mtim.tv_sec <= modifiedSeconds else { return false }
+            journal?.forget(chunk)
             return unlink(path(of: chunk).string) == 0
         }
     }
 
     /// Every stored chunk with its size and modification time (seconds).
     public func list() throws -> [(chunk: ChunkID, sizeBytes: UInt64, modifiedSeconds: Int)] {
-        try FileManagerLite.list(directory).compactMap { name in
+        journal?.materializeAll()
+        return try FileManagerLite.list(directory).compactMap { name in
             guard let chunk = ChunkID(fileName: name) else { return nil }
             var info = stat()
             guard stat(directory.appending(name).string, &info) == 0 else { return nil }

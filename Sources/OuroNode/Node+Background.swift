@@ -10,6 +10,10 @@ extension Node {
         startThread(name: "janitor") { [self] in janitorLoop() }
         startThread(name: "repair") { [self] in repairLoop() }
         startThread(name: "scrub") { [self] in scrubLoop() }
+        startThread(name: "journal") { [self] in
+            while pause(seconds: 1) { pieceJournal.checkpoint() }
+            pieceJournal.checkpoint()
+        }
     }
 
     /// Every gossip interval: ping the successor (declare it dead after a few misses) and hand it our netmap (so a

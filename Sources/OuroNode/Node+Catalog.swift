@@ -36,8 +36,8 @@ extension Node {
     /// as many disks as a file has copies (this node's, then those of the next nodes in ring order) before the
     /// answer; the other peers fsync it a few milliseconds later, with what else came meanwhile (`… DEFER`).
     @discardableResult
-    func commitAndBroadcast(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
-        let (change, stat) = try catalog.mutate(plan)
+    func commitAndBroadcast(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
+        let (change, stat) = try catalog.mutate(withRegions: withRegions, plan)
         let pending = sendToPeers(change.records)
         try catalog.syncLog()
         let delivered = awaitPeers(pending)
@@ -60,7 +60,7 @@ extension Node {
     /// A peer that was to fsync the change before the answer did not confirm it: the peers that applied it with
     /// `DEFER` are asked to fsync it now (a plain `CATALOG APPLY` of the same records: nothing new to apply, the
     /// log is fsynced), one per disk not holding it yet, so the answer still waits for `copies` disks.
-    private func syncElsewhereIfNeeded(_ pending: [PendingApply], delivered: Set<NodeAddress>) {
+    func syncElsewhereIfNeeded(_ pending: [PendingApply], delivered: Set<NodeAddress>) {
         var missing = pending.filter { $0.syncNow && !delivered.contains($0.peer) }.count
         guard missing > 0 else { return }
         let synced = pending.filter { $0.syncNow && delivered.contains($0.peer) }.map(\.peer)
@@ -172,10 +172,10 @@ extension Node {
     func metadata(_ operation: String, _ request: FSRequest) throws -> FSReply {
         var reply = FSReply()
         func stat(_ id: UInt64?) throws -> InodeStat {
-            try catalog.read { catalog in catalog.stat(try catalog.existing(id)) }
+            try catalog.read { catalog in catalog.stat(try catalog.existingWithContent(id)) }
         }
-        func mutate(_ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws {
-            reply.stat = try commitAndBroadcast(plan)
+        func mutate(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws {
+            reply.stat = try commitAndBroadcast(withRegions: withRegions, plan)
         }
         let uid = request.uid ?? 0
         let gid = request.gid ?? 0
@@ -272,26 +272,67 @@ extension Node {
                 try catalog.planWriteContent(inode: request.inode, content: content, version: version, nowNs: now)
             }
         case "WRITESLICES":
-            let slices = request.slices ?? []
-            guard let size = request.sizeBytes, size <= Limits.maxSparseFileBytes, slices.count <= Limits.maxSlices,
-                  slices.allSatisfy({ $0.isWellFormed && $0.fileEnd <= size && $0.source.sizeBytes <= configuration.maxFileSizeBytes }) else {
-                throw OuroError.badRequest("WRITESLICES needs a size of at most \(Limits.maxSparseFileBytes) bytes and slices inside it")
+            var slices = request.slices ?? []
+            guard let size = request.sizeBytes, size <= Limits.maxSparseFileBytes, slices.count <= Limits.maxSlices else {
+                throw OuroError.badRequest("WRITESLICES needs a size of at most \(Limits.maxSparseFileBytes) bytes")
+            }
+            var pending: [PendingPieceCopy] = []
+            if let data = request.data {
+                // The bytes came along (a small update): stored here and on the other holders while we commit.
+                let (total, overflow) = slices.reduce((UInt64(0), false)) { sum, slice in
+                    let (next, over) = sum.0.addingReportingOverflow(slice.lengthBytes)
+                    return (next, sum.1 || over || slice.lengthBytes == 0 || slice.fileOffset.addingReportingOverflow(slice.lengthBytes).overflow
+                                || slice.fileOffset + slice.lengthBytes > size)
+                }
+                guard !overflow, total == UInt64(data.count), data.count <= Limits.streamBufferBytes else {
+                    throw OuroError.badRequest("WRITESLICES carries at most \(Limits.streamBufferBytes) bytes, as many as its slices say, inside the file")
+                }
+                let plan = { [address] (stored: [ContentSlice]) in
+                    { (catalog: Catalog, version: Version, now: Int64) throws -> Catalog.Change in
+                        try catalog.planWriteSlices(inode: request.inode, slices: stored, truncatedTo: request.truncatedTo, sizeBytes: size,
+                                                    contentID: .random(), start: address, version: version, nowNs: now)
+                    }
+                }
+                if let (stat, stored) = try commitCarriedSlices(slices, data: [UInt8](data), plan: plan) {
+                    reply.stat = stat
+                    reply.stat?.inode.content = nil
+                    reply.slices = stored
+                    reply.regions = compactionCandidates(request.inode, stored)
+                    return reply
+                }
+                // The piece journal is full or broken: pieces stored the ordinary way, then an ordinary commit.
+                (slices, pending) = try storeCarriedPieces(slices, data: [UInt8](data))
+            }
+            guard slices.allSatisfy({ $0.isWellFormed && $0.fileEnd <= size && $0.source.sizeBytes <= configuration.maxFileSizeBytes }) else {
+                throw OuroError.badRequest("WRITESLICES needs slices of stored contents inside the file")
             }
             let contentID = ContentID.random()
-            try mutate { [address] catalog, version, now in
-                try catalog.planWriteSlices(inode: request.inode, slices: slices, truncatedTo: request.truncatedTo, sizeBytes: size,
-                                            contentID: contentID, start: address, version: version, nowNs: now)
+            do {
+                try mutate(withRegions: false) { [address] catalog, version, now in
+                    try catalog.planWriteSlices(inode: request.inode, slices: slices, truncatedTo: request.truncatedTo, sizeBytes: size,
+                                                contentID: contentID, start: address, version: version, nowNs: now)
+                }
+            } catch {
+                for copy in pending { copy.connection?.socket.abort() }  // their pieces are garbage now
+                throw error
             }
+            // The writer works out the new content itself (the same rule): the answer stays small however many
+            // slices the file has. It compacts the regions that grew past the threshold.
+            reply.stat?.inode.content = nil
+            if request.data != nil {
+                reply.slices = slices
+                try finishPieceCopies(pending)
+            }
+            reply.regions = compactionCandidates(request.inode, slices)
         case "COMPACT":
-            guard let merged = request.content, let from = request.offset, let seen = request.slices else {
+            guard let merged = request.content, let offset = request.offset, let seen = request.slices else {
                 throw OuroError.badRequest("COMPACT needs the merged content, its offset and the slices it merged")
             }
-            let (to, overflow) = from.addingReportingOverflow(merged.sizeBytes)
-            guard !overflow else { throw OuroError.badRequest("COMPACT region out of range") }
-            let contentID = ContentID.random()
-            try mutate { catalog, version, _ in
-                try catalog.planCompact(inode: request.inode, seen: seen, region: (from, to), merged: merged, contentID: contentID, version: version)
+            try mutate(withRegions: false) { catalog, version, _ in
+                try catalog.planCompactRegion(inode: request.inode, offset: offset, seen: seen, merged: merged, version: version)
             }
+            reply.stat?.inode.content = nil
+            reply.regions = catalog.read { $0.regions[request.inode ?? 0]?[offset / Limits.regionBytes] }.map { [$0] }
         case "STATFS":
             reply.usage = ringUsage()
         default:
@@ -303,6 +344,14 @@ extension Node {
             reply.directories = catalog.read { catalog in parents.compactMap { catalog.inode($0).map { catalog.stat($0) } } }
         }
         return reply
+    }
+
+    /// The regions a write went to that hold enough slices to be compacted (the writer compacts them).
+    func compactionCandidates(_ inode: UInt64?, _ slices: [ContentSlice]) -> [RegionRecord] {
+        let written = Set(slices.flatMap { slice in (slice.fileOffset / Limits.regionBytes)...((slice.fileEnd - 1) / Limits.regionBytes) })
+        return catalog.read { catalog in
+            written.sorted().compactMap { catalog.regions[inode ?? 0]?[$0] }.filter { $0.slices.count > Limits.compactRegionSlices }
+        }
     }
 
     /// The content of a large file the mount pushed in segments (`CONTENT PUSH`) while it was being written: checked

@@ -24,7 +24,7 @@ extension Node {
             let failures = parallelMap(holders, width: holders.count) { [self] holder -> OuroError? in
                 do {
                     if holder == address {
-                        try storeLocalCopy(chunk, bytes)
+                        try storeLocalCopy(chunk, bytes, crc32c: crc32c)
                     } else {
                         try pool.with(holder, retry: true) { connection in
                             try connection.socket.write(line: "CHUNK PUT \(contentID) 0 1 \(sizeBytes) \(crc32c)", then: bytes)
@@ -45,7 +45,12 @@ extension Node {
         return content
     }
 
-    private func storeLocalCopy(_ chunk: ChunkID, _ bytes: [UInt8]) throws {
+    /// A small copy: through the piece journal (one fdatasync), or the ordinary way when the journal cannot take it.
+    func storeLocalCopy(_ chunk: ChunkID, _ bytes: [UInt8], crc32c: UInt32) throws {
+        if try bytes.withUnsafeBytes({ try pieceJournal.store(chunk, $0, crc32c: crc32c) }) {
+            verifier.markVerified(chunk, chunks)
+            return
+        }
         let writer = try chunks.create(chunk)
         do {
             try bytes.withUnsafeBytes { try writer.write($0) }
@@ -112,7 +117,7 @@ extension Node {
 
     /// A holder that failed: one that refuses connections is checked and routed around now, so the client's retry
     /// picks others.
-    private func pieceFailure(_ holder: NodeAddress, _ error: Error) -> OuroError {
+    func pieceFailure(_ holder: NodeAddress, _ error: Error) -> OuroError {
         let error = error as? OuroError ?? OuroError(.internal, "\(error)")
         guard holder != address, error.code == .unavailable else { return error }
         pool.forget(holder)
@@ -120,12 +125,159 @@ extension Node {
         return OuroError.unavailable("cannot store a piece copy on \(holder): \(error.message)")
     }
 
-    private func readExactly(_ input: FramedReader, into buffer: UnsafeMutableRawBufferPointer) throws {
+    func readExactly(_ input: FramedReader, into buffer: UnsafeMutableRawBufferPointer) throws {
         var filled = 0
         while filled < buffer.count {
             let count = try input.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
             guard count > 0 else { throw OuroError.unavailable("the sender disconnected before the end of the piece") }
             filled += count
         }
+    }
+}
+
+/// A piece copy sent to another holder whose answer is read later (the commit's own work goes on meanwhile).
+struct PendingPieceCopy {
+    var holder: NodeAddress
+    var chunk: ChunkID
+    var crc32c: UInt32
+    var bytes: ArraySlice<UInt8>
+    var connection: Connection?
+    var reused: Bool
+}
+
+extension Node {
+    /// `FS WRITESLICES` that carries its bytes (a small update): each slice's bytes become a piece held by this
+    /// node and by `copies - 1` others chosen by rendezvous hashing. The copies elsewhere are sent first and their
+    /// answers read after the commit; this node's copy is durable (piece journal) before the commit is planned, so
+    /// a catalog record never names a piece this node could lose. Returns the slices with their stored sources.
+    func storeCarriedPieces(_ slices: [ContentSlice], data: [UInt8]) throws -> (slices: [ContentSlice], pending: [PendingPieceCopy]) {
+        let live = liveRing
+        let others = live.filter { $0 != address }
+        let copies = max(1, min(configuration.copies, live.count))
+        var stored: [ContentSlice] = []
+        var pending: [PendingPieceCopy] = []
+        var offset = 0
+        do {
+            for slice in slices {
+                let bytes = data[offset..<(offset + Int(slice.lengthBytes))]
+                offset += Int(slice.lengthBytes)
+                let id = ContentID.random()
+                let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
+                let crc = CRC32C.checksum(Array(bytes))
+                let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
+                for holder in holders.dropFirst() {
+                    pending.append(sendPieceCopy(PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: bytes, connection: nil, reused: false)))
+                }
+                try storeLocalCopy(chunk, Array(bytes), crc32c: crc)
+                let source = FileContent(id: id, sizeBytes: slice.lengthBytes, start: address, copies: holders.count,
+                                         chunks: [ChunkPlacement(lengthBytes: slice.lengthBytes, crc32c: crc, holders: holders)])
+                stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: source))
+            }
+        } catch {
+            for copy in pending { copy.connection?.socket.abort() }
+            throw error
+        }
+        return (stored, pending)
+    }
+
+    /// Sends one copy on a pooled connection (the answer is read by `finishPieceCopies`).
+    func sendPieceCopy(_ copy: PendingPieceCopy) -> PendingPieceCopy {
+        var copy = copy
+        guard let connection = try? pool.take(copy.holder) else { return copy }  // retried on a fresh one at the end
+        copy.reused = connection.idleSince > 0
+        do {
+            try connection.socket.write(line: "CHUNK PUT \(copy.chunk.contentID) 0 1 \(copy.bytes.count) \(copy.crc32c)", then: Array(copy.bytes))
+            copy.connection = connection
+        } catch {
+            connection.socket.abort()
+        }
+        return copy
+    }
+
+    /// Waits for every copy sent elsewhere; a copy whose connection failed is sent once more on a fresh one.
+    func finishPieceCopies(_ pending: [PendingPieceCopy]) throws {
+        var failure: OuroError?
+        for copy in pending {
+            do {
+                if let connection = copy.connection {
+                    do {
+                        try connection.expectOK()
+                        pool.give(connection)
+                        continue
+                    } catch let error as OuroError where error.code == .unavailable && copy.reused {
+                        connection.socket.abort()  // a pooled connection the peer had closed: once more below
+                    }
+                }
+                try pool.with(copy.holder) { connection in
+                    try connection.socket.write(line: "CHUNK PUT \(copy.chunk.contentID) 0 1 \(copy.bytes.count) \(copy.crc32c)", then: Array(copy.bytes))
+                    try connection.expectOK()
+                }
+            } catch {
+                failure = failure ?? pieceFailure(copy.holder, error)
+            }
+        }
+        if let failure { throw failure }
+    }
+}
+
+extension Node {
+    /// A small update in one fdatasync here: the slices' bytes become pieces held by this node (in the piece
+    /// journal) and by `copies - 1` others (sent first, answers read last), and the commit's records go into the
+    /// same journal append, before the catalog log or any peer sees them. Nil when the journal cannot take it.
+    func commitCarriedSlices(_ slices: [ContentSlice], data: [UInt8],
+                             plan: ([ContentSlice]) -> (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (InodeStat?, [ContentSlice])? {
+        let live = liveRing
+        let others = live.filter { $0 != address }
+        let copies = max(1, min(configuration.copies, live.count))
+        var stored: [ContentSlice] = []
+        var local: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)] = []
+        var pending: [PendingPieceCopy] = []
+        var offset = 0
+        for slice in slices {
+            let bytes = Array(data[offset..<(offset + Int(slice.lengthBytes))])
+            offset += bytes.count
+            let id = ContentID.random()
+            let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
+            let crc = CRC32C.checksum(bytes)
+            let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
+            local.append((chunk, bytes, crc))
+            stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes,
+                                       source: FileContent(id: id, sizeBytes: slice.lengthBytes, start: address, copies: holders.count,
+                                                           chunks: [ChunkPlacement(lengthBytes: slice.lengthBytes, crc32c: crc, holders: holders)])))
+            for holder in holders.dropFirst() {
+                pending.append(PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: bytes[...], connection: nil, reused: false))
+            }
+        }
+        var ticket: PieceJournal.Ticket?
+        var declined = false
+        let change: Catalog.Change
+        let stat: InodeStat?
+        do {
+            (change, stat) = try catalog.mutateJournalled(withRegions: false, plan(stored)) { records in
+                ticket = try pieceJournal.writeCommit(pieces: local, records: records)
+                if ticket == nil {
+                    declined = true
+                    throw OuroError(.unavailable, "the piece journal is full")
+                }
+            }
+        } catch where declined {
+            return nil
+        }
+        guard let ticket else { return nil }
+        defer { pieceJournal.logged(ticket) }
+        // The copies elsewhere go out while this node's journal is synced.
+        pending = pending.map(sendPieceCopy)
+        do {
+            try pieceJournal.sync(ticket)
+            try catalog.appendJournalled(change.records)
+        } catch {
+            for copy in pending { copy.connection?.socket.abort() }
+            throw error
+        }
+        let peers = sendToPeers(change.records)
+        let delivered = awaitPeers(peers)
+        syncElsewhereIfNeeded(peers, delivered: delivered)
+        try finishPieceCopies(pending)
+        return (stat, stored)
     }
 }

@@ -44,6 +44,8 @@ public final class Node: @unchecked Sendable {
     public let address: NodeAddress
     let logger: Logger
     let chunks: ChunkStore
+    /// Makes small piece copies durable with one fdatasync (see `PieceJournal`).
+    let pieceJournal: PieceJournal
     let catalog: CatalogStore
     let pool = ConnectionPool()
     private let listener: ListeningSocket
@@ -76,7 +78,13 @@ public final class Node: @unchecked Sendable {
         listener = try ListeningSocket(address: configuration.listen)
         address = listener.address
         chunks = try ChunkStore(directory: configuration.dataDirectory.appending("chunks"))
+        pieceJournal = try PieceJournal(directory: configuration.dataDirectory, store: chunks, logger: logger)
+        chunks.journal = pieceJournal
         catalog = try CatalogStore(directory: configuration.dataDirectory, origin: address.description, logger: logger)
+        // Commits whose only durable copy was the piece journal (a crash before their records reached the log).
+        if !pieceJournal.recoveredRecords.isEmpty { try catalog.merge(pieceJournal.recoveredRecords) }
+        try pieceJournal.finishRecovery()
+        pieceJournal.syncCatalog = { [catalog] in try catalog.syncLog() }
         let ringPath = configuration.dataDirectory.appending("ring.json")
         if let bytes = FileManagerLite.read(ringPath), let saved = try? WireJSON.decode(RingRecord.self, from: bytes),
            saved.address == address {
