@@ -421,8 +421,11 @@ final class OpenFile: @unchecked Sendable {
     private func writeInPlace() throws -> InodeStat? {
         guard let base = stat.inode.content, !base.isInline, base.sizeBytes > 0, sizeBytes > UInt64(Limits.inlineContentBytes),
               dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
-        // Segments pushed while the application wrote (a large file growing in order) are committed as they are.
+        // Segments pushed while the application wrote (a large file growing in order) are committed as they are,
+        // and a large tail written here is pushed as segments too (the protocol's layout suits big sequential data).
         guard streamBroken || streamedBytes <= base.sizeBytes else { return nil }
+        let appended = sizeBytes > base.sizeBytes ? dirtyRanges.totalBytes - min(dirtyRanges.totalBytes, overlap(dirtyRanges, below: base.sizeBytes)) : 0
+        if appended >= Self.appendAsSegmentsBytes, !sources(0, sizeBytes).contains(where: { $0.source == .ring }) { return nil }
         var ranges: [(from: UInt64, to: UInt64)] = []
         for range in dirtyRanges.ranges {
             var from = range.from
@@ -527,6 +530,14 @@ final class OpenFile: @unchecked Sendable {
             stat.inode.version = fresh.inode.version
             readAhead = nil
         }
+    }
+
+    /// A tail at least this long, written here in full, is pushed with the file as segments rather than as pieces.
+    static let appendAsSegmentsBytes: UInt64 = 8 << 20
+
+    /// Bytes of `ranges` below `offset`.
+    private func overlap(_ ranges: IntervalSet, below offset: UInt64) -> UInt64 {
+        ranges.ranges.reduce(0) { $0 + ($1.from < offset ? min($1.to, offset) - $1.from : 0) }
     }
 
     private static func pushPiece(_ ring: RingClient, spool: Int32, offset: UInt64, sizeBytes: UInt64) throws -> FileContent {

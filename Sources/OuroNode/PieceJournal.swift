@@ -22,7 +22,8 @@ import SystemPackage
 /// before it, so replay may stop at the first record that is torn or of another generation.
 final class PieceJournal: @unchecked Sendable {
     static let maxRecordBytes = 1 << 20
-    static let journalBytes = 64 << 20
+    /// Each of the two journals (a checkpoint every second keeps them far from full).
+    static let journalBytes = 16 << 20
     private static let headerBlock = 4096
     private static let magic = Array("OUROPJ01".utf8)
     private static let recordHeaderBytes = 4 + 8 + 32 + 4 + 4 + 4 + 4
@@ -75,10 +76,17 @@ final class PieceJournal: @unchecked Sendable {
     }
 
     /// Both journals start over, once the node has merged `recoveredRecords` into its (synced) catalog.
+    /// Without room for the journals (a small disk), copies are stored the ordinary way.
     func finishRecovery() throws {
-        try lock.withLock {
-            for index in journals.indices { try startOver(&journals[index]) }
+        lock.withLock {
             recoveredRecords = []
+            do {
+                for index in journals.indices { try startOver(&journals[index]) }
+            } catch {
+                broken = true
+                for journal in journals { _ = ftruncate(journal.fd.rawValue, 0) }
+                logger.warning("no room for the piece journal; small updates fsync their own files", metadata: ["error": "\(error)"])
+            }
         }
     }
 
