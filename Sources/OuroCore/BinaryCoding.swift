@@ -313,11 +313,12 @@ extension RegionRecord: BinaryCodable {
         writer.u64(region)
         writer.value(slices)
         writer.value(version)
+        writer.u64(cuts)
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
         self.init(inode: try reader.u64(), region: try reader.u64(), slices: try reader.value([ContentSlice].self),
-                  version: try reader.value())
+                  version: try reader.value(), cuts: try reader.u64())
     }
 }
 

@@ -294,7 +294,7 @@ extension Catalog {
 
     /// Removals of every region record of an inode whose content is replaced whole.
     func regionTombstones(_ id: UInt64, _ version: Version) -> [CatalogRecord] {
-        liveRegions(of: id).map { CatalogRecord(RegionRecord(inode: id, region: $0.region, slices: [], version: version)) }
+        liveRegions(of: id).map { CatalogRecord(RegionRecord(inode: id, region: $0.region, slices: [], version: version, cuts: $0.cuts + 1)) }
     }
 
     /// A write in place through the mount: `slices` (pieces already stored) on top of the file's bytes, after a
@@ -305,33 +305,36 @@ extension Catalog {
         var inode = try existing(id)
         guard inode.kind == .file else { throw OuroError(.isDir, "not a regular file") }
         guard slices.allSatisfy({ $0.isWellFormed }) else { throw .badRequest("malformed slice") }
+        // A smaller size is a truncation too, said or not.
+        let truncatedTo = sizeBytes < inode.sizeBytes ? min(truncatedTo ?? sizeBytes, sizeBytes) : truncatedTo
         if truncatedTo != nil || sizeBytes != inode.sizeBytes {
             inode.content = ContentSlices.writing([], onto: inode.content, truncatedTo: truncatedTo, sizeBytes: sizeBytes,
                                                   id: contentID, start: start)
         }
         let regionBytes = Limits.regionBytes
-        var touched: [UInt64: [ContentSlice]] = [:]
+        var touched: [UInt64: (slices: [ContentSlice], cuts: UInt64)] = [:]
         let cut = min(truncatedTo ?? .max, sizeBytes)
-        // Only a truncation reaches into regions the write did not touch.
+        // Only a truncation reaches into regions the write did not touch; it changes the bytes under their slices.
         for record in truncatedTo == nil ? [] : liveRegions(of: inode.id) where record.region &* regionBytes &+ regionBytes > cut {
-            touched[record.region] = record.slices.compactMap { $0.clipped(from: 0, to: cut) }
+            touched[record.region] = (record.slices.compactMap { $0.clipped(from: 0, to: cut) }, record.cuts + 1)
         }
         for slice in slices {
             var from = slice.fileOffset
             while from < slice.fileEnd {
                 let region = from / regionBytes
                 let part = slice.clipped(from: from, to: min(slice.fileEnd, (region + 1) * regionBytes))!
-                touched[region, default: regions[inode.id]?[region]?.slices ?? []].append(part)
+                let existing = regions[inode.id]?[region]
+                touched[region, default: (existing?.slices ?? [], existing?.cuts ?? 0)].slices.append(part)
                 from = part.fileEnd
             }
         }
         var records = [CatalogRecord]()
         for (region, list) in touched.sorted(by: { $0.key < $1.key }) {
-            let kept = ContentSlices.withoutHidden(list.compactMap { $0.clipped(from: 0, to: sizeBytes) })
+            let kept = ContentSlices.withoutHidden(list.slices.compactMap { $0.clipped(from: 0, to: sizeBytes) })
             guard kept.count <= Limits.maxRegionSlices else {
                 throw OuroError(.tooLarge, "region \(region) would have more than \(Limits.maxRegionSlices) slices: compact it first")
             }
-            records.append(CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version)))
+            records.append(CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version, cuts: list.cuts)))
         }
         inode.mtimeNs = nowNs
         inode.ctimeNs = nowNs
@@ -339,11 +342,13 @@ extension Catalog {
         return Change(records: [CatalogRecord(inode)] + records, resultInode: inode.id)
     }
 
-    /// A compaction of one region: its first slices `seen` (as the compactor read them) replaced by `merged`, the
-    /// region's bytes as they showed, from `offset` (the region's start). EXISTS when the region changed under it
-    /// otherwise than by new writes on top (the compactor then drops its work). Times stay: no byte changed.
-    public func planCompactRegion(inode id: UInt64?, offset: UInt64, seen: [ContentSlice], merged: FileContent,
-                                  version: Version) throws(OuroError) -> Change {
+    /// A compaction of one region: its first slices `seen` (as the compactor read them, with the region's `cuts`)
+    /// replaced by `merged`, the region's bytes as they showed, from `offset` (the region's start). EXISTS when the
+    /// region changed under it otherwise than by new writes on top (a compaction, a rewrite, or a truncation that
+    /// reached into it: the merged bytes would bring back what it cut off); the compactor then drops its work.
+    /// Times stay: no byte changed.
+    public func planCompactRegion(inode id: UInt64?, offset: UInt64, seen: [ContentSlice], cuts seenCuts: UInt64,
+                                  merged: FileContent, version: Version) throws(OuroError) -> Change {
         let inode = try existing(id)
         let regionBytes = Limits.regionBytes
         guard inode.kind == .file, offset % regionBytes == 0, merged.sizeBytes <= regionBytes, !seen.isEmpty,
@@ -351,13 +356,14 @@ extension Catalog {
             throw .badRequest("malformed compaction")
         }
         let region = offset / regionBytes
-        let current = regions[inode.id]?[region]?.slices ?? []
-        guard current.count >= seen.count, zip(current, seen).allSatisfy({ $0.isSame(as: $1) }) else {
+        let record = regions[inode.id]?[region]
+        let current = record?.slices ?? []
+        guard let record, record.cuts == seenCuts, current.count >= seen.count, zip(current, seen).allSatisfy({ $0.isSame(as: $1) }) else {
             throw OuroError(.exists, "the region changed since the compaction read it")
         }
         let slices = [ContentSlice(fileOffset: offset, lengthBytes: merged.sizeBytes, source: merged)] + current.dropFirst(seen.count)
         let kept = ContentSlices.withoutHidden(slices.compactMap { $0.clipped(from: 0, to: inode.sizeBytes) })
-        return Change(records: [CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version))],
+        return Change(records: [CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version, cuts: record.cuts))],
                       resultInode: inode.id)
     }
 

@@ -215,12 +215,16 @@ public struct RegionRecord: Codable, Equatable, Sendable {
     /// Inside the region, in order (later ones win).
     public var slices: [ContentSlice]
     public var version: Version
+    /// How many times the bytes under the slices changed (a truncation reached into the region, or a rewrite dropped
+    /// it): a compaction that read the region before such a change would bring back bytes cut off, so it is refused.
+    public var cuts: UInt64
 
-    public init(inode: UInt64, region: UInt64, slices: [ContentSlice], version: Version) {
+    public init(inode: UInt64, region: UInt64, slices: [ContentSlice], version: Version, cuts: UInt64 = 0) {
         self.inode = inode
         self.region = region
         self.slices = slices
         self.version = version
+        self.cuts = cuts
     }
 
     public var key: RegionKey { RegionKey(inode: inode, region: region) }

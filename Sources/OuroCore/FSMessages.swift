@@ -30,6 +30,8 @@ public struct FSRequest: Codable, Sendable, Equatable {
     public var offset: UInt64?
     /// `WRITESLICES`: the new slices (pieces already stored); `COMPACT`: the slices the compaction merged.
     public var slices: [ContentSlice]?
+    /// `COMPACT`: the region's `cuts` when the compaction read it.
+    public var cuts: UInt64?
     public init() {}
 }
 

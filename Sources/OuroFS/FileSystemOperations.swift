@@ -10,6 +10,8 @@ public struct FileAttributes: Sendable, Equatable {
     public var gid: UInt32
     public var rdev: UInt32
     public var sizeBytes: UInt64
+    /// Bytes the file takes (`st_blocks`): less than its size when it has holes. Nil: its size.
+    public var storedBytes: UInt64?
     public var atime: timespec
     public var mtime: timespec
     public var ctime: timespec
@@ -103,6 +105,10 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func flush(handle: UInt64) throws
     func release(handle: UInt64) throws
     func fsync(handle: UInt64, dataOnly: Bool) throws
+    /// `SEEK_DATA` (`data`) or `SEEK_HOLE` from `offset`: the offset found; ENXIO when there is none.
+    func seek(handle: UInt64, offset: UInt64, data: Bool) throws -> UInt64
+    /// `fallocate(2)` with its `mode` flags (linux/falloc.h).
+    func fallocate(handle: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws
     func opendir(inode: UInt64) throws -> UInt64
     /// All entries except "." and ".."; the adapter adds those and pages through the list by offset.
     func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry]

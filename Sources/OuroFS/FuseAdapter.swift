@@ -84,6 +84,8 @@ final class FuseAdapter {
         ops.listxattr = { req, inode, size in adapter(req).listxattr(req!, inode, size) }
         ops.removexattr = { req, inode, name in adapter(req).removexattr(req!, inode, name!) }
         ops.create = { req, parent, name, mode, fi in adapter(req).create(req!, parent, name!, mode, fi!) }
+        ops.lseek = { req, _, offset, whence, fi in adapter(req).lseek(req!, offset, whence, fi!.pointee.fh) }
+        ops.fallocate = { req, _, mode, offset, length, fi in adapter(req).fallocate(req!, mode, offset, length, fi!.pointee.fh) }
         return ops
     }
 
@@ -275,6 +277,24 @@ final class FuseAdapter {
         }
     }
 
+    /// The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the other whences itself.
+    private func lseek(_ req: fuse_req_t, _ offset: off_t, _ whence: Int32, _ handle: UInt64) {
+        answer(req) {
+            let (seekData, seekHole): (Int32, Int32) = (3, 4)  // unistd.h, behind _GNU_SOURCE
+            guard offset >= 0, whence == seekData || whence == seekHole else { throw FileSystemError(EINVAL) }
+            let found = try fileSystem.seek(handle: handle, offset: UInt64(offset), data: whence == seekData)
+            fuse_reply_lseek(req, off_t(found))
+        }
+    }
+
+    private func fallocate(_ req: fuse_req_t, _ mode: Int32, _ offset: off_t, _ length: off_t, _ handle: UInt64) {
+        answer(req) {
+            guard offset >= 0, length > 0 else { throw FileSystemError(EINVAL) }
+            try fileSystem.fallocate(handle: handle, mode: mode, offset: UInt64(offset), length: UInt64(length))
+            fuse_reply_err(req, 0)
+        }
+    }
+
     // MARK: - Directories
 
     private func opendir(_ req: fuse_req_t, _ inode: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
@@ -458,7 +478,7 @@ final class FuseAdapter {
         attr.st_gid = attributes.gid
         attr.st_rdev = numericCast(attributes.rdev)
         attr.st_size = off_t(attributes.sizeBytes)
-        attr.st_blocks = blkcnt_t((attributes.sizeBytes + 511) / 512)  // du(1) counts 512-byte blocks
+        attr.st_blocks = blkcnt_t(((attributes.storedBytes ?? attributes.sizeBytes) + 511) / 512)  // du(1) counts 512-byte blocks
         attr.st_atim = attributes.atime
         attr.st_mtim = attributes.mtime
         attr.st_ctim = attributes.ctime

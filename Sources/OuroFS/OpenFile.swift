@@ -53,8 +53,9 @@ final class OpenFile: @unchecked Sendable {
     }
 
     /// Size and mtime as the writer sees them, while there are unpushed writes.
-    func localAttributes() -> (sizeBytes: UInt64, mtimeNs: Int64?)? {
-        lock.withLock { dirty ? (sizeBytes, pendingMtime ?? lastWriteNs) : nil }
+    func localAttributes() -> (sizeBytes: UInt64, mtimeNs: Int64?, ctimeNs: Int64?)? {
+        // A write or truncation changes ctime with mtime (an mtime the application set changes ctime to now too).
+        lock.withLock { dirty ? (sizeBytes, pendingMtime ?? lastWriteNs, lastWriteNs) : nil }
     }
 
     /// A new open saw these attributes: if the content changed elsewhere and we hold no writes, read the new one.
@@ -159,12 +160,71 @@ final class OpenFile: @unchecked Sendable {
     }
 
 
+    /// `SEEK_DATA` (`data`) or `SEEK_HOLE` from `offset`: bytes held here are data, zeros after a truncation are a
+    /// hole, and the rest is as the committed content has it. ENXIO at or past the end (and for data past the last).
+    func seek(from offset: UInt64, data: Bool) throws -> UInt64 {
+        try lock.withLock {
+            guard offset < sizeBytes else { throw FileSystemError(ENXIO) }
+            let committed = stat.inode.content
+            for run in sources(offset, sizeBytes) {
+                switch run.source {
+                case .spool where data: return run.from
+                case .zeros where !data: return run.from
+                case .ring:
+                    guard let committed, !committed.isInline else { if data { return run.from }; continue }
+                    if data, let found = committed.nextData(from: run.from), found < run.to { return found }
+                    if !data, case let found = committed.nextHole(from: run.from), found < run.to { return found }
+                default: continue
+                }
+            }
+            if data { throw FileSystemError(ENXIO) }
+            return sizeBytes
+        }
+    }
+
+    /// Bytes the file stores (for `st_blocks`, so `du` shows holes as free), while writes here are unpushed: the
+    /// committed content's stored bytes and what the spool holds, at most the size.
+    func localStoredBytes(committed: UInt64?) -> UInt64? {
+        lock.withLock { dirty ? min(sizeBytes, (committed ?? stat.inode.sizeBytes) + written.totalBytes) : nil }
+    }
+
     // MARK: Writing
+
+    /// `fallocate(2)`: allocation only changes the size (nothing is reserved: the ring's space is shared); a
+    /// punched hole or zeroed range reads as zeros from now on (written as zeros: holes inside a file are stored).
+    func allocate(offset: UInt64, length: UInt64, mode: Int32) throws {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= Limits.maxSparseFileBytes else { throw FileSystemError(EFBIG) }
+        let (keepSizeFlag, punchHole, zeroRange): (Int32, Int32, Int32) = (0x01, 0x02, 0x10)  // linux/falloc.h
+        let keepSize = mode & keepSizeFlag != 0
+        switch mode & ~keepSizeFlag {
+        case 0:
+            if !keepSize, end > lock.withLock({ sizeBytes }) { try truncate(to: end) }
+        case punchHole where keepSize, zeroRange:
+            let size = lock.withLock { sizeBytes }
+            let zeroEnd = keepSize ? min(end, size) : end
+            if offset < zeroEnd { try writeZeros(from: offset, to: zeroEnd) }
+            if !keepSize, end > size { try truncate(to: end) }
+        default:
+            throw FileSystemError(EOPNOTSUPP)
+        }
+    }
+
+    private func writeZeros(from: UInt64, to: UInt64) throws {
+        let zeros = [UInt8](repeating: 0, count: Int(min(to - from, 1 << 20)))
+        var offset = from
+        while offset < to {
+            let count = Int(min(UInt64(zeros.count), to - offset))
+            _ = try zeros.withUnsafeBytes { try write(offset: offset, data: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            offset += UInt64(count)
+        }
+    }
 
     func write(offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
         try lock.withLock {
             try ensureSpool()
             let end = offset + UInt64(data.count)
+            guard end <= Limits.maxSparseFileBytes else { throw FileSystemError(EFBIG) }
             try reserve(upTo: written.totalBytes + UInt64(data.count))
             if offset < streamedBytes { streamBroken = true }
             try pwriteFully(spool, data, offset)
@@ -207,10 +267,14 @@ final class OpenFile: @unchecked Sendable {
     }
 
     func truncate(to size: UInt64) throws {
+        guard size <= Limits.maxSparseFileBytes else { throw FileSystemError(EFBIG) }
         try lock.withLock {
             try ensureSpool()
             if size < streamedBytes { streamBroken = true }
-            guard ftruncate(spool, off_t(size)) == 0 else { throw FileSystemError(errno) }
+            // Cut what the spool holds past the new end (only ever shortened: growth is a hole until written).
+            var held = Glibc.stat()
+            guard fstat(spool, &held) == 0 else { throw FileSystemError(errno) }
+            if UInt64(held.st_size) > size, ftruncate(spool, off_t(size)) != 0 { throw FileSystemError(errno) }
             // Bytes past the new end are zeros from now on, also when the file grows again.
             let cut = min(size, sizeBytes)
             zerosFrom = min(zerosFrom ?? .max, cut)
@@ -236,6 +300,7 @@ final class OpenFile: @unchecked Sendable {
                     return
                 }
                 try fillSpool()
+                try extendSpool()
                 let updated = try pushSegmented() ?? fileSystem.ring.retrying { ring in
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
@@ -377,7 +442,8 @@ final class OpenFile: @unchecked Sendable {
             return
         }
         do {
-            guard ftruncate(fd, off_t(sizeBytes)) == 0 else { throw FileSystemError(errno) }
+            // Not extended to the file's size: the spool stays as short as what it holds (a 1 PiB sparse file
+            // is past what a local file system takes; reads of the rest come from the ring or are zeros).
             if content.isInline { try fillSpool() }
         } catch {
             dropSpool()
@@ -415,17 +481,37 @@ final class OpenFile: @unchecked Sendable {
         }
     }
 
+    /// A whole push reads the spool up to the file's size: a hole at its end must be there as zeros.
+    private func extendSpool() throws {
+        var held = Glibc.stat()
+        guard fstat(spool, &held) == 0 else { throw FileSystemError(errno) }
+        if UInt64(held.st_size) < sizeBytes, ftruncate(spool, off_t(sizeBytes)) != 0 { throw FileSystemError(errno) }
+    }
+
+    /// Whether the file is mostly holes: its bytes then go as slices over nothing, never as a whole push of zeros.
+    private var isMostlyHoles: Bool {
+        sizeBytes > Limits.regionBytes && dirtyRanges.totalBytes + (stat.inode.content?.storedBytes ?? 0) < sizeBytes / 2
+    }
+
     /// An update in place: the bytes written since the last commit go to the ring as pieces (`PIECE PUT`, each on
     /// `copies` nodes), named by one `FS WRITESLICES` with the truncation and the new size. Nil when the file is
-    /// better pushed whole: it has no stored content yet, is small enough to be inline, or was mostly rewritten.
+    /// better pushed whole: it has no stored content yet, is small enough to be inline, or was mostly rewritten
+    /// (unless it is mostly holes: a sparse file is never pushed whole).
     private func writeInPlace() throws -> InodeStat? {
-        guard let base = stat.inode.content, !base.isInline, base.sizeBytes > 0, sizeBytes > UInt64(Limits.inlineContentBytes),
-              dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
-        // Segments pushed while the application wrote (a large file growing in order) are committed as they are,
-        // and a large tail written here is pushed as segments too (the protocol's layout suits big sequential data).
-        guard streamBroken || streamedBytes <= base.sizeBytes else { return nil }
-        let appended = sizeBytes > base.sizeBytes ? dirtyRanges.totalBytes - min(dirtyRanges.totalBytes, overlap(dirtyRanges, below: base.sizeBytes)) : 0
-        if appended >= Self.appendAsSegmentsBytes, !sources(0, sizeBytes).contains(where: { $0.source == .ring }) { return nil }
+        let base = stat.inode.content.flatMap { $0.sizeBytes > 0 ? $0 : nil }
+        if !isMostlyHoles {
+            guard let base, !base.isInline, sizeBytes > UInt64(Limits.inlineContentBytes),
+                  dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
+            // Segments pushed while the application wrote (a large file growing in order) are committed as they
+            // are, and a large tail written here is pushed as segments too (the protocol's layout suits big
+            // sequential data).
+            guard streamBroken || streamedBytes <= base.sizeBytes else { return nil }
+            let appended = sizeBytes > base.sizeBytes ? dirtyRanges.totalBytes - min(dirtyRanges.totalBytes, overlap(dirtyRanges, below: base.sizeBytes)) : 0
+            if appended >= Self.appendAsSegmentsBytes, !sources(0, sizeBytes).contains(where: { $0.source == .ring }) { return nil }
+        } else {
+            guard streamedBytes == 0 || streamBroken else { return nil }
+        }
+        let start = base?.start ?? fileSystem.ring.currentNode
         var ranges: [(from: UInt64, to: UInt64)] = []
         for range in dirtyRanges.ranges {
             var from = range.from
@@ -435,7 +521,7 @@ final class OpenFile: @unchecked Sendable {
                 from = to
             }
         }
-        guard (base.slices?.count ?? 1) + ranges.count <= Limits.maxSlices else { return nil }
+        guard (base?.slices?.count ?? 1) + ranges.count <= Limits.maxSlices else { return nil }
         let (spool, ring) = (spool, fileSystem.ring)
         var request = FSRequest()
         request.inode = inode
@@ -458,7 +544,7 @@ final class OpenFile: @unchecked Sendable {
             request.data = Data(data)
             request.slices = ranges.map { range in
                 ContentSlice(fileOffset: range.from, lengthBytes: range.to - range.from,
-                             source: FileContent(id: .random(), sizeBytes: range.to - range.from, start: base.start, copies: 0, chunks: []))
+                             source: FileContent(id: .random(), sizeBytes: range.to - range.from, start: start, copies: 0, chunks: []))
             }
         } else {
             let pieces = try parallelMap(ranges, width: min(4, ranges.count)) { range -> Result<FileContent, Error> in
@@ -474,8 +560,8 @@ final class OpenFile: @unchecked Sendable {
         }
         // The node answers without the content (it may have thousands of slices): the same rule gives it here.
         updated.inode.content = ContentSlices.writing(written, onto: base, truncatedTo: truncatedTo, sizeBytes: sizeBytes,
-                                                      id: .random(), start: base.start)
-        for region in reply.regions ?? [] { startCompaction(region, of: updated.inode.content!) }
+                                                      id: .random(), start: start)
+        for region in reply.regions ?? [] { startCompaction(region) }
         return updated
     }
 
@@ -484,9 +570,10 @@ final class OpenFile: @unchecked Sendable {
     /// Regions being compacted now (one compaction per region at a time).
     private var compacting: Set<UInt64> = []
 
-    /// Compacts one region in the background: its bytes as committed (`content`) become one piece, named by
-    /// `FS COMPACT` in place of the slices it merged. A region changed meanwhile is left for the next time.
-    private func startCompaction(_ region: RegionRecord, of content: FileContent) {
+    /// Compacts one region in the background: its bytes as the ring has them now become one piece, named by
+    /// `FS COMPACT` in place of the slices `region` had. The ring's content is read after `region` was (so it holds
+    /// at least those slices); a region changed meanwhile otherwise than by new writes on top is left for next time.
+    private func startCompaction(_ region: RegionRecord) {
         guard !compacting.contains(region.region), fileSystem.compactionSlots.tryWait() else { return }
         compacting.insert(region.region)
         let (ring, local, inode, logger, slots) = (fileSystem.ring, fileSystem.localChunks, inode, fileSystem.logger, fileSystem.compactionSlots)
@@ -496,9 +583,12 @@ final class OpenFile: @unchecked Sendable {
                 if let self { self.lock.withLock { _ = self.compacting.remove(region.region) } }
             }
             let from = region.region * Limits.regionBytes
-            let to = min(content.sizeBytes, from + Limits.regionBytes)
-            guard from < to else { return }
             do {
+                var getattr = FSRequest()
+                getattr.inode = inode
+                guard let content = try ring.fs("GETATTR", getattr, idempotent: true).stat?.inode.content else { return }
+                let to = min(content.sizeBytes, from + Limits.regionBytes)
+                guard from < to else { return }
                 var bytes = [UInt8](repeating: 0, count: Int(to - from))
                 let reader = ContentReader(content: content, pool: ring.pool, local: local)
                 guard try bytes.withUnsafeMutableBytes({ try reader.read(offset: from, into: $0) }) == bytes.count else {
@@ -509,11 +599,10 @@ final class OpenFile: @unchecked Sendable {
                 request.inode = inode
                 request.offset = from
                 request.slices = region.slices
+                request.cuts = region.cuts
                 request.content = merged
                 _ = try ring.fs("COMPACT", request, idempotent: true)
                 // The merged slices' pieces become garbage: read the file's content as the ring has it now.
-                var getattr = FSRequest()
-                getattr.inode = inode
                 if let fresh = try ring.fs("GETATTR", getattr, idempotent: true).stat { self?.adoptContent(fresh) }
                 logger.debug("region compacted", metadata: ["inode": "\(inode)", "region": "\(region.region)", "slices": "\(region.slices.count)"])
             } catch {

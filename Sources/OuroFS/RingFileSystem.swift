@@ -108,10 +108,12 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             let setGroupID = stat.inode.permissions & UInt32(S_ISGID) != 0
             lock.withLock { setGroupIDDirectories[stat.inode.id] = setGroupID ? stat.inode.gid : nil }
         }
-        var local: (sizeBytes: UInt64, mtimeNs: Int64?)?
+        var local: (sizeBytes: UInt64, mtimeNs: Int64?, ctimeNs: Int64?)?
+        var open: OpenFile?
         if stat.inode.kind == .file {
             // Unpushed writes here: the writer's size and time. (This waits for a push in progress.)
-            local = lock.withLock({ openFiles[stat.inode.id] })?.localAttributes()
+            open = lock.withLock({ openFiles[stat.inode.id] })
+            local = open?.localAttributes()
             // A push of ours that landed while `given` was on its way (a close while the ring was asked) is newer.
             if let pushed = lock.withLock({ recentPushes[stat.inode.id]?.stat }), pushed.inode.version > stat.inode.version {
                 stat = InodeStat(inode: pushed.inode, linkCount: stat.linkCount)
@@ -120,10 +122,15 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         let inode = stat.inode
         let size = local?.sizeBytes ?? inode.sizeBytes
         let mtime = local?.mtimeNs ?? inode.mtimeNs
-        return FileAttributes(inode: inode.id, mode: inode.kind.modeBits | inode.permissions, linkCount: UInt32(stat.linkCount),
-                              uid: inode.uid, gid: inode.gid, rdev: inode.rdev, sizeBytes: size,
-                              atime: timespec(nanoseconds: inode.atimeNs), mtime: timespec(nanoseconds: mtime),
-                              ctime: timespec(nanoseconds: inode.ctimeNs))
+        // What `du` shows: a sparse file's holes take no space.
+        let committedStored = inode.kind == .file ? inode.content?.storedBytes ?? 0 : inode.sizeBytes
+        let stored = open?.localStoredBytes(committed: committedStored) ?? min(committedStored, size)
+        var attributes = FileAttributes(inode: inode.id, mode: inode.kind.modeBits | inode.permissions, linkCount: UInt32(stat.linkCount),
+                                        uid: inode.uid, gid: inode.gid, rdev: inode.rdev, sizeBytes: size,
+                                        atime: timespec(nanoseconds: inode.atimeNs), mtime: timespec(nanoseconds: mtime),
+                                        ctime: timespec(nanoseconds: max(inode.ctimeNs, local?.ctimeNs ?? .min)))
+        attributes.storedBytes = stored
+        return attributes
     }
 
     func fs(_ operation: String, idempotent: Bool = false, xattr: Bool = false, _ build: (inout FSRequest) -> Void) throws -> FSReply {
@@ -503,6 +510,16 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func fsync(handle: UInt64, dataOnly: Bool) throws {
         try file(handle).flush()
+    }
+
+    public func seek(handle: UInt64, offset: UInt64, data: Bool) throws -> UInt64 {
+        try file(handle).seek(from: offset, data: data)
+    }
+
+    public func fallocate(handle: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws {
+        let handle = try self.handle(handle)
+        guard handle.writes else { throw FileSystemError(EBADF) }
+        try handle.file.allocate(offset: offset, length: length, mode: mode)
     }
 
     public func release(handle: UInt64) throws {

@@ -325,11 +325,11 @@ extension Node {
             }
             reply.regions = compactionCandidates(request.inode, slices)
         case "COMPACT":
-            guard let merged = request.content, let offset = request.offset, let seen = request.slices else {
-                throw OuroError.badRequest("COMPACT needs the merged content, its offset and the slices it merged")
+            guard let merged = request.content, let offset = request.offset, let seen = request.slices, let cuts = request.cuts else {
+                throw OuroError.badRequest("COMPACT needs the merged content, its offset, the slices it merged and the region's cuts")
             }
             try mutate(withRegions: false) { catalog, version, _ in
-                try catalog.planCompactRegion(inode: request.inode, offset: offset, seen: seen, merged: merged, version: version)
+                try catalog.planCompactRegion(inode: request.inode, offset: offset, seen: seen, cuts: cuts, merged: merged, version: version)
             }
             reply.stat?.inode.content = nil
             reply.regions = catalog.read { $0.regions[request.inode ?? 0]?[offset / Limits.regionBytes] }.map { [$0] }

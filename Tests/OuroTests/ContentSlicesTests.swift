@@ -202,7 +202,7 @@ import Testing
                 try catalog.planCreateFile(parent: Inode.rootID, name: "f", id: 7, permissions: 0o644, uid: 0, gid: 0,
                                            content: Self.inline(initial), version: version, nowNs: now)
             }
-            var stale: (offset: UInt64, seen: [ContentSlice], merged: FileContent)?
+            var stale: (offset: UInt64, seen: [ContentSlice], cuts: UInt64, merged: FileContent)?
             for _ in 0..<Int.random(in: 1...30, using: &rng) {
                 switch Int.random(in: 0..<10, using: &rng) {
                 case 0...5:  // writes near region boundaries, maybe with a truncation before them
@@ -234,18 +234,18 @@ import Testing
                     let merged = Self.inline(Array(bytes[from..<min(bytes.count, from + region)]))
                     if Bool.random(using: &rng) {
                         try run { catalog, version, _ in
-                            try catalog.planCompactRegion(inode: 7, offset: UInt64(from), seen: record.slices, merged: merged, version: version)
+                            try catalog.planCompactRegion(inode: 7, offset: UInt64(from), seen: record.slices, cuts: record.cuts, merged: merged, version: version)
                         }
                         #expect(catalog.regions[7]?[record.region]?.slices.first?.source.id == merged.id)
                     } else {
-                        stale = (UInt64(from), record.slices, merged)
+                        stale = (UInt64(from), record.slices, record.cuts, merged)
                     }
                 case 8:
                     guard let pending = stale else { break }
                     stale = nil
                     do {
                         try run { catalog, version, _ in
-                            try catalog.planCompactRegion(inode: 7, offset: pending.offset, seen: pending.seen, merged: pending.merged, version: version)
+                            try catalog.planCompactRegion(inode: 7, offset: pending.offset, seen: pending.seen, cuts: pending.cuts, merged: pending.merged, version: version)
                         }
                     } catch let error as OuroError where error.code == .exists {
                         // Refused: the region changed under it. Nothing else may have changed.
