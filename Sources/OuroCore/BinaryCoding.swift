@@ -354,10 +354,12 @@ extension InodeStat: BinaryCodable {
     public func encode(to writer: inout BinaryWriter) {
         writer.value(inode)
         writer.u32(UInt32(linkCount))
+        writer.optional(storedBytes) { $0.u64($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
-        self.init(inode: try reader.value(), linkCount: Int(try reader.u32()))
+        self.init(inode: try reader.value(), linkCount: Int(try reader.u32()),
+                  storedBytes: try reader.optional { reader throws(OuroError) in try reader.u64() })
     }
 }
 
@@ -401,6 +403,7 @@ extension FSRequest: BinaryCodable {
         writer.optional(truncatedTo) { $0.u64($1) }
         writer.optional(offset) { $0.u64($1) }
         writer.optional(slices) { $0.value($1) }
+        writer.optional(cuts) { $0.u64($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -428,6 +431,7 @@ extension FSRequest: BinaryCodable {
         truncatedTo = try reader.optional { reader throws(OuroError) in try reader.u64() }
         offset = try reader.optional { reader throws(OuroError) in try reader.u64() }
         slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
+        cuts = try reader.optional { reader throws(OuroError) in try reader.u64() }
     }
 }
 

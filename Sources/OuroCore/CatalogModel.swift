@@ -254,8 +254,23 @@ public struct CatalogRecord: Codable, Equatable, Sendable {
 public struct InodeStat: Codable, Equatable, Sendable {
     public var inode: Inode
     public var linkCount: Int
-    public init(inode: Inode, linkCount: Int) {
+    /// Bytes the file's content stores (holes do not count), when an answer leaves its slices out.
+    public var storedBytes: UInt64?
+    public init(inode: Inode, linkCount: Int, storedBytes: UInt64? = nil) {
         self.inode = inode
         self.linkCount = linkCount
+        self.storedBytes = storedBytes
+    }
+
+    /// Attributes only: the content's bytes, segments and slices left out (placement stays unless `chunks`), with
+    /// what it stores kept for `st_blocks`.
+    public func withoutContentDetail(chunks: Bool = true) -> InodeStat {
+        var stat = self
+        if let content = inode.content, content.slices != nil { stat.storedBytes = content.storedBytes }
+        stat.inode.content?.inlineData = nil
+        stat.inode.content?.segments = nil
+        stat.inode.content?.slices = nil
+        if !chunks { stat.inode.content?.chunks = [] }
+        return stat
     }
 }

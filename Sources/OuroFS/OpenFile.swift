@@ -13,6 +13,12 @@ final class OpenFile: @unchecked Sendable {
     /// Handles open on this file, and how many of them were opened for writing (guarded by the file system's lock).
     var references = 0
     var writers = 0
+    /// Two locks, so that a push never holds up the file's readers: `pushLock` is held by every change of the
+    /// file's state (writes, truncations, a push with its network calls from start to end), `lock` briefly by
+    /// every access. A push, holding `pushLock`, reads the state without `lock` (nothing else can change it) and
+    /// takes `lock` for each change it makes; `stat`, reads and seeks meanwhile answer from the state as it was
+    /// (the committed content and the spool), and writers wait for the push to end. Order: `pushLock`, then `lock`.
+    private let pushLock = Lock()
     private let lock = Lock()
     private var stat: InodeStat
     private var spool: Int32 = -1
@@ -49,7 +55,7 @@ final class OpenFile: @unchecked Sendable {
     /// Its mode bits (07777), and setting them after a change made while it is open (setuid cleared by a write).
     var permissions: UInt32 {
         get { lock.withLock { stat.inode.permissions } }
-        set { lock.withLock { stat.inode.permissions = newValue } }
+        set { pushLock.withLock { lock.withLock { stat.inode.permissions = newValue } } }
     }
 
     /// Size and mtime as the writer sees them, while there are unpushed writes.
@@ -221,7 +227,7 @@ final class OpenFile: @unchecked Sendable {
     }
 
     func write(offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
-        try lock.withLock {
+        try pushLock.withLock { try lock.withLock {
             try ensureSpool()
             let end = offset + UInt64(data.count)
             guard end <= Limits.maxSparseFileBytes else { throw FileSystemError(EFBIG) }
@@ -235,7 +241,7 @@ final class OpenFile: @unchecked Sendable {
             lastWriteNs = nowNanoseconds()
             startSegmentPushes()
             return data.count
-        }
+        } }
     }
 
     /// Pushes each whole segment the writer has moved past, in the background (at most `segmentPushes` at once
@@ -268,7 +274,7 @@ final class OpenFile: @unchecked Sendable {
 
     func truncate(to size: UInt64) throws {
         guard size <= Limits.maxSparseFileBytes else { throw FileSystemError(EFBIG) }
-        try lock.withLock {
+        try pushLock.withLock { try lock.withLock {
             try ensureSpool()
             if size < streamedBytes { streamBroken = true }
             // Cut what the spool holds past the new end (only ever shortened: growth is a hole until written).
@@ -284,12 +290,13 @@ final class OpenFile: @unchecked Sendable {
             sizeBytes = size
             dirty = true
             lastWriteNs = nowNanoseconds()
-        }
+        } }
     }
 
     /// Pushes the spool as the file's new content (close, fsync); the error goes back to the application.
+    /// Holds `pushLock` throughout, `lock` only to change the state (see `pushLock`).
     func flush() throws {
-        try lock.withLock {
+        try pushLock.withLock {
             if fileSystem.isPending(inode), try nameCreatedFile() { return }
             guard dirty else { return }
             let size = sizeBytes
@@ -299,7 +306,7 @@ final class OpenFile: @unchecked Sendable {
                     try pushed(updated)
                     return
                 }
-                try fillSpool()
+                try fillSpool(holdingLock: false)
                 try extendSpool()
                 let updated = try pushSegmented() ?? fileSystem.ring.retrying { ring in
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
@@ -309,7 +316,7 @@ final class OpenFile: @unchecked Sendable {
                 // Deleted while open (here or through another mount): as with an unlinked local file, the bytes
                 // written stay readable through the handles and go with the last one; close succeeds. (Only on
                 // GONE: a node that merely does not know the inode yet answers NOT_FOUND, and that is an error.)
-                dirty = false
+                lock.withLock { dirty = false }
                 fileSystem.logger.debug("writes to a deleted file dropped", metadata: ["inode": "\(inode)"])
             } catch {
                 fileSystem.logger.error("push failed", metadata: ["inode": "\(inode)", "bytes": "\(size)", "error": "\(error)"])
@@ -321,18 +328,20 @@ final class OpenFile: @unchecked Sendable {
     /// The spool is the ring's content now (`updated`): the mtime the application set goes after it; clean again.
     private func pushed(_ updated: InodeStat) throws {
         var updated = updated
-        if let mtime = pendingMtime {
+        if let mtime = lock.withLock({ pendingMtime }) {
             var request = FSRequest()
             request.inode = inode
             request.mtimeNs = mtime
             updated = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? updated
         }
-        stat = updated
-        dirty = false
-        dirtyRanges = IntervalSet()
-        truncatedTo = nil
-        pendingMtime = nil
-        readAhead = nil
+        lock.withLock {
+            stat = updated
+            dirty = false
+            dirtyRanges = IntervalSet()
+            truncatedTo = nil
+            pendingMtime = nil
+            readAhead = nil
+        }
         fileSystem.notePushed(updated)
     }
 
@@ -350,7 +359,7 @@ final class OpenFile: @unchecked Sendable {
                 try pushed(named)
                 return true
             }
-            if let named = try fileSystem.nameCreated(inode, data: nil), !dirty { stat = named }
+            if let named = try fileSystem.nameCreated(inode, data: nil), !dirty { lock.withLock { stat = named } }
             return !dirty
         } catch let error as FileSystemError {
             throw error
@@ -404,12 +413,12 @@ final class OpenFile: @unchecked Sendable {
 
     /// Frees the spool and cached pieces (the last handle closed).
     func discard() {
-        lock.withLock {
+        pushLock.withLock { lock.withLock {
             segments.waitUntilIdle()  // their threads read the spool
             dropSpool()
             readAhead?.clear()
             readAhead = nil
-        }
+        } }
     }
 
     // MARK: Spool
@@ -444,7 +453,7 @@ final class OpenFile: @unchecked Sendable {
         do {
             // Not extended to the file's size: the spool stays as short as what it holds (a 1 PiB sparse file
             // is past what a local file system takes; reads of the rest come from the ring or are zeros).
-            if content.isInline { try fillSpool() }
+            if content.isInline { try fillSpool(holdingLock: true) }
         } catch {
             dropSpool()
             throw error
@@ -452,7 +461,8 @@ final class OpenFile: @unchecked Sendable {
     }
 
     /// Fetches every byte the spool does not hold from the committed content (before a whole push).
-    private func fillSpool() throws {
+    /// `holdingLock`: called with `lock` held (a new spool of an inline file, whose bytes are here), else by a push.
+    private func fillSpool(holdingLock: Bool) throws {
         guard let content = stat.inode.content else { return }
         let missing = sources(0, sizeBytes).filter { $0.source == .ring }
         guard !missing.isEmpty else { return }
@@ -471,7 +481,7 @@ final class OpenFile: @unchecked Sendable {
                         try pwriteFully(spool, UnsafeRawBufferPointer(target), offset)
                         offset += UInt64(target.count)
                     }
-                    written.insert(run.from, run.to)
+                    if holdingLock { written.insert(run.from, run.to) } else { lock.withLock { written.insert(run.from, run.to) } }
                 }
             }
         } catch let error as FileSystemError {
@@ -508,8 +518,8 @@ final class OpenFile: @unchecked Sendable {
             guard streamBroken || streamedBytes <= base.sizeBytes else { return nil }
             let appended = sizeBytes > base.sizeBytes ? dirtyRanges.totalBytes - min(dirtyRanges.totalBytes, overlap(dirtyRanges, below: base.sizeBytes)) : 0
             if appended >= Self.appendAsSegmentsBytes, !sources(0, sizeBytes).contains(where: { $0.source == .ring }) { return nil }
-        } else {
-            guard streamedBytes == 0 || streamBroken else { return nil }
+        } else if streamedBytes > 0 {
+            streamBroken = true  // the segments streamed so far become garbage: the bytes go as pieces
         }
         let start = base?.start ?? fileSystem.ring.currentNode
         var ranges: [(from: UInt64, to: UInt64)] = []
@@ -521,7 +531,7 @@ final class OpenFile: @unchecked Sendable {
                 from = to
             }
         }
-        guard (base?.slices?.count ?? 1) + ranges.count <= Limits.maxSlices else { return nil }
+        guard ranges.count <= Limits.maxSlices else { return nil }
         let (spool, ring) = (spool, fileSystem.ring)
         var request = FSRequest()
         request.inode = inode
@@ -554,7 +564,24 @@ final class OpenFile: @unchecked Sendable {
                 ContentSlice(fileOffset: range.from, lengthBytes: range.to - range.from, source: piece)
             }
         }
-        let reply = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true) }
+        let reply: FSReply
+        do {
+            reply = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true) }
+        } catch let error as OuroError where error.code == .tooLarge {
+            // A region is full (its compaction fell behind the writes): compact the regions written here now, once.
+            let touched = Set(ranges.flatMap { ($0.from / Limits.regionBytes)...(($0.to - 1) / Limits.regionBytes) })
+            let records = lock.withLock { touched.compactMap { knownRegions[$0] } }
+            guard !records.isEmpty else { throw error }
+            for record in records {
+                do {
+                    _ = try Self.compact(record, inode: inode, ring: ring, local: fileSystem.localChunks) { self.noteRegions($0) }
+                } catch {
+                    fileSystem.logger.debug("compaction dropped", metadata: ["inode": "\(inode)", "region": "\(record.region)", "error": "\(error)"])
+                }
+            }
+            reply = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true) }
+        }
+        noteRegions(reply.regions ?? [])
         guard var updated = reply.stat, let written = carried ? reply.slices : request.slices else {
             throw OuroError(.internal, "WRITESLICES answered without attributes or slices")
         }
@@ -569,41 +596,37 @@ final class OpenFile: @unchecked Sendable {
 
     /// Regions being compacted now (one compaction per region at a time).
     private var compacting: Set<UInt64> = []
+    /// The latest record the ring gave of each region with many slices (for a compaction that cannot wait).
+    private var knownRegions: [UInt64: RegionRecord] = [:]
+
+    private func noteRegions(_ records: [RegionRecord]) {
+        guard !records.isEmpty else { return }
+        lock.withLock {
+            for record in records where knownRegions[record.region].map({ $0.version < record.version }) ?? true {
+                knownRegions[record.region] = record
+            }
+        }
+    }
 
     /// Compacts one region in the background: its bytes as the ring has them now become one piece, named by
     /// `FS COMPACT` in place of the slices `region` had. The ring's content is read after `region` was (so it holds
     /// at least those slices); a region changed meanwhile otherwise than by new writes on top is left for next time.
     private func startCompaction(_ region: RegionRecord) {
-        guard !compacting.contains(region.region), fileSystem.compactionSlots.tryWait() else { return }
-        compacting.insert(region.region)
+        let claimed = lock.withLock { compacting.insert(region.region).inserted }
+        guard claimed else { return }
+        guard fileSystem.compactionSlots.tryWait() else {
+            lock.withLock { _ = compacting.remove(region.region) }
+            return
+        }
         let (ring, local, inode, logger, slots) = (fileSystem.ring, fileSystem.localChunks, inode, fileSystem.logger, fileSystem.compactionSlots)
         startThread(name: "compact") { [weak self] in
             defer {
                 slots.signal()
                 if let self { self.lock.withLock { _ = self.compacting.remove(region.region) } }
             }
-            let from = region.region * Limits.regionBytes
             do {
-                var getattr = FSRequest()
-                getattr.inode = inode
-                guard let content = try ring.fs("GETATTR", getattr, idempotent: true).stat?.inode.content else { return }
-                let to = min(content.sizeBytes, from + Limits.regionBytes)
-                guard from < to else { return }
-                var bytes = [UInt8](repeating: 0, count: Int(to - from))
-                let reader = ContentReader(content: content, pool: ring.pool, local: local)
-                guard try bytes.withUnsafeMutableBytes({ try reader.read(offset: from, into: $0) }) == bytes.count else {
-                    throw OuroError(.corrupt, "the region is shorter than recorded")
-                }
-                let merged = try ring.retrying { ring in try ring.call(idempotent: true) { node in try node.putPiece(bytes) } }
-                var request = FSRequest()
-                request.inode = inode
-                request.offset = from
-                request.slices = region.slices
-                request.cuts = region.cuts
-                request.content = merged
-                _ = try ring.fs("COMPACT", request, idempotent: true)
-                // The merged slices' pieces become garbage: read the file's content as the ring has it now.
-                if let fresh = try ring.fs("GETATTR", getattr, idempotent: true).stat { self?.adoptContent(fresh) }
+                let fresh = try Self.compact(region, inode: inode, ring: ring, local: local) { self?.noteRegions($0) }
+                if let fresh { self?.adoptContent(fresh) }
                 logger.debug("region compacted", metadata: ["inode": "\(inode)", "region": "\(region.region)", "slices": "\(region.slices.count)"])
             } catch {
                 logger.debug("compaction dropped", metadata: ["inode": "\(inode)", "region": "\(region.region)", "error": "\(error)"])
@@ -611,14 +634,45 @@ final class OpenFile: @unchecked Sendable {
         }
     }
 
+    /// One compaction: the region's bytes as the ring has them now (read after `region` was given, and refused if
+    /// the answer predates it: a node that missed the commit) become one piece, named by `FS COMPACT` in place of
+    /// `region`'s slices. Returns the file's attributes after it (its pieces merged), for the caller to adopt.
+    private static func compact(_ region: RegionRecord, inode: UInt64, ring: RingClient, local: LocalChunkFiles,
+                                noteRegions: ([RegionRecord]) -> Void) throws -> InodeStat? {
+        let from = region.region * Limits.regionBytes
+        var getattr = FSRequest()
+        getattr.inode = inode
+        guard let stat = try ring.fs("GETATTR", getattr, idempotent: true).stat, let content = stat.inode.content else { return nil }
+        guard stat.inode.version >= region.version else {
+            throw OuroError(.unavailable, "the node answered attributes older than the region")
+        }
+        let to = min(content.sizeBytes, from + Limits.regionBytes)
+        guard from < to else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(to - from))
+        let reader = ContentReader(content: content, pool: ring.pool, local: local)
+        guard try bytes.withUnsafeMutableBytes({ try reader.read(offset: from, into: $0) }) == bytes.count else {
+            throw OuroError(.corrupt, "the region is shorter than recorded")
+        }
+        let merged = try ring.retrying { ring in try ring.call(idempotent: true) { node in try node.putPiece(bytes) } }
+        var request = FSRequest()
+        request.inode = inode
+        request.offset = from
+        request.slices = region.slices
+        request.cuts = region.cuts
+        request.content = merged
+        noteRegions(try ring.fs("COMPACT", request, idempotent: true).regions ?? [])
+        // The merged slices' pieces become garbage: read the file's content as the ring has it now.
+        return try ring.fs("GETATTR", getattr, idempotent: true).stat
+    }
+
     /// The ring's content of this file after a compaction, if it includes every commit made here.
     private func adoptContent(_ fresh: InodeStat) {
-        lock.withLock {
+        pushLock.withLock { lock.withLock {
             guard fresh.inode.version >= stat.inode.version, fresh.inode.sizeBytes == stat.inode.sizeBytes else { return }
             stat.inode.content = fresh.inode.content
             stat.inode.version = fresh.inode.version
             readAhead = nil
-        }
+        } }
     }
 
     /// A tail at least this long, written here in full, is pushed with the file as segments rather than as pieces.

@@ -123,7 +123,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         let size = local?.sizeBytes ?? inode.sizeBytes
         let mtime = local?.mtimeNs ?? inode.mtimeNs
         // What `du` shows: a sparse file's holes take no space.
-        let committedStored = inode.kind == .file ? inode.content?.storedBytes ?? 0 : inode.sizeBytes
+        let committedStored = inode.kind == .file ? stat.storedBytes ?? inode.content?.storedBytes ?? 0 : inode.sizeBytes
         let stored = open?.localStoredBytes(committed: committedStored) ?? min(committedStored, size)
         var attributes = FileAttributes(inode: inode.id, mode: inode.kind.modeBits | inode.permissions, linkCount: UInt32(stat.linkCount),
                                         uid: inode.uid, gid: inode.gid, rdev: inode.rdev, sizeBytes: size,

@@ -186,11 +186,7 @@ extension Node {
                 guard let inode = catalog.lookup(parent: request.parent ?? 0, name: name) else {
                     throw OuroError.notFound("\(name) not found")
                 }
-                var stat = catalog.stat(inode)
-                stat.inode.content?.inlineData = nil  // attributes only; GETATTR on open brings the bytes
-                stat.inode.content?.segments = nil
-                stat.inode.content?.slices = nil
-                return stat
+                return catalog.stat(inode).withoutContentDetail()  // attributes only; GETATTR on open brings the bytes
             }
         case "GETATTR":
             reply.stat = try stat(request.inode)
@@ -208,11 +204,7 @@ extension Node {
                 // Attributes only: an entry's placement and attributes are fetched by GETATTR when it is opened,
                 // and leaving them out keeps a listing of thousands of files small and quick to decode.
                 return catalog.entries(of: directory.id).map { entry in
-                    var stat = catalog.stat(entry.inode)
-                    stat.inode.content?.chunks = []
-                    stat.inode.content?.inlineData = nil
-                    stat.inode.content?.segments = nil
-                    stat.inode.content?.slices = nil
+                    var stat = catalog.stat(entry.inode).withoutContentDetail(chunks: false)
                     stat.inode.xattrs = [:]
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }

@@ -47,6 +47,20 @@ import Testing
         request.xattrValue = Data([1, 2, 3])
         #expect(try WireBinary.decode(FSRequest.self, from: WireBinary.encode(request)) == request)
         #expect(try WireBinary.decode(FSRequest.self, from: WireBinary.encode(FSRequest())) == FSRequest())
+        // Every field set: one the binary coding forgets fails here (`cuts` was once left out).
+        let piece = FileContent(id: ContentID.random(), inline: [9, 8, 7], start: Self.holders[0])
+        var full = FSRequest()
+        full.parent = 1; full.name = "n"; full.newParent = 2; full.newName = "m"; full.inode = 3; full.path = "a/b"
+        full.kind = .file; full.mode = 0o644; full.uid = 4; full.gid = 5; full.rdev = 6; full.target = "t"
+        full.sizeBytes = 7; full.mtimeNs = 8; full.atimeNs = 9; full.flags = 10; full.xattrName = "user.x"
+        full.xattrValue = Data([1]); full.content = piece; full.data = Data([2, 3]); full.truncatedTo = 11
+        full.offset = 12; full.slices = [ContentSlice(fileOffset: 1, lengthBytes: 2, source: piece, sourceOffset: 1)]; full.cuts = 13
+        let unset = Mirror(reflecting: full).children.filter { child in
+            if case Optional<Any>.none = child.value as Any? { return true }
+            return "\(child.value)" == "nil"
+        }.map { $0.label ?? "?" }
+        #expect(unset.isEmpty, "fields left unset in the test: \(unset)")
+        #expect(try WireBinary.decode(FSRequest.self, from: WireBinary.encode(full)) == full)
 
         var reply = FSReply()
         reply.stat = InodeStat(inode: Self.fullInode, linkCount: 3)
