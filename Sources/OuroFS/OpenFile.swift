@@ -506,10 +506,13 @@ final class OpenFile: @unchecked Sendable {
     /// An update in place: the bytes written since the last commit go to the ring as pieces (`PIECE PUT`, each on
     /// `copies` nodes), named by one `FS WRITESLICES` with the truncation and the new size. Nil when the file is
     /// better pushed whole: it has no stored content yet, is small enough to be inline, or was mostly rewritten
-    /// (unless it is mostly holes: a sparse file is never pushed whole).
+    /// (unless it is at most 1 MiB, or mostly holes: a sparse file is never pushed whole).
     private func writeInPlace() throws -> InodeStat? {
         let base = stat.inode.content.flatMap { $0.sizeBytes > 0 ? $0 : nil }
-        if !isMostlyHoles {
+        // A small file (a database's journal, a file being built) goes as pieces carried by the commit, however
+        // much of it changed: one write to `copies` nodes and one commit, where a whole push relays through all.
+        let isSmall = sizeBytes > UInt64(Limits.inlineContentBytes) && sizeBytes <= UInt64(Limits.streamBufferBytes)
+        if !isSmall && !isMostlyHoles {
             guard let base, !base.isInline, sizeBytes > UInt64(Limits.inlineContentBytes),
                   dirtyRanges.totalBytes < sizeBytes / 2 else { return nil }
             // Segments pushed while the application wrote (a large file growing in order) are committed as they
@@ -518,7 +521,7 @@ final class OpenFile: @unchecked Sendable {
             guard streamBroken || streamedBytes <= base.sizeBytes else { return nil }
             let appended = sizeBytes > base.sizeBytes ? dirtyRanges.totalBytes - min(dirtyRanges.totalBytes, overlap(dirtyRanges, below: base.sizeBytes)) : 0
             if appended >= Self.appendAsSegmentsBytes, !sources(0, sizeBytes).contains(where: { $0.source == .ring }) { return nil }
-        } else if streamedBytes > 0 {
+        } else if streamedBytes > 0 && !streamBroken {
             streamBroken = true  // the segments streamed so far become garbage: the bytes go as pieces
         }
         let start = base?.start ?? fileSystem.ring.currentNode
