@@ -195,6 +195,8 @@ public enum ContentSlices {
 /// Disjoint half-open ranges of offsets, kept sorted and merged.
 public struct IntervalSet: Equatable, Sendable {
     public private(set) var ranges: [(from: UInt64, to: UInt64)] = []
+    /// The bytes the ranges cover, kept as they change (asked on every write through the mount).
+    public private(set) var totalBytes: UInt64 = 0
 
     public init() {}
 
@@ -203,7 +205,6 @@ public struct IntervalSet: Equatable, Sendable {
     }
 
     public var isEmpty: Bool { ranges.isEmpty }
-    public var totalBytes: UInt64 { ranges.reduce(0) { $0 + ($1.to - $1.from) } }
 
     /// Index of the first range that ends at or after `offset`.
     private func firstEnding(atOrAfter offset: UInt64) -> Int {
@@ -220,12 +221,15 @@ public struct IntervalSet: Equatable, Sendable {
         let first = firstEnding(atOrAfter: from)
         var last = first
         var start = from, end = to
+        var merged: UInt64 = 0
         while last < ranges.count, ranges[last].from <= to {
             start = min(start, ranges[last].from)
             end = max(end, ranges[last].to)
+            merged += ranges[last].to - ranges[last].from
             last += 1
         }
         ranges.replaceSubrange(first..<last, with: [(start, end)])
+        totalBytes = totalBytes - merged + (end - start)
     }
 
     public mutating func remove(_ from: UInt64, _ to: UInt64) {
@@ -236,6 +240,7 @@ public struct IntervalSet: Equatable, Sendable {
                 result.append(range)
                 continue
             }
+            totalBytes -= min(range.to, to) - max(range.from, from)
             if range.from < from { result.append((range.from, from)) }
             if range.to > to { result.append((to, range.to)) }
         }

@@ -229,24 +229,23 @@ extension Node {
         let live = liveRing
         let others = live.filter { $0 != address }
         let copies = max(1, min(configuration.copies, live.count))
+        // One piece for the whole update (the slices name their parts of it by source offset): a commit of many
+        // pages costs one copy on each holder, not one per page.
+        let id = ContentID.random()
+        let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
+        let crc = CRC32C.checksum(data)
+        let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
+        let piece = FileContent(id: id, sizeBytes: UInt64(data.count), start: address, copies: holders.count,
+                                chunks: [ChunkPlacement(lengthBytes: UInt64(data.count), crc32c: crc, holders: holders)])
+        let local: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)] = [(chunk, data, crc)]
+        var pending = holders.dropFirst().map { holder in
+            PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: data[...], connection: nil, reused: false)
+        }
         var stored: [ContentSlice] = []
-        var local: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)] = []
-        var pending: [PendingPieceCopy] = []
-        var offset = 0
+        var offset: UInt64 = 0
         for slice in slices {
-            let bytes = Array(data[offset..<(offset + Int(slice.lengthBytes))])
-            offset += bytes.count
-            let id = ContentID.random()
-            let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
-            let crc = CRC32C.checksum(bytes)
-            let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
-            local.append((chunk, bytes, crc))
-            stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes,
-                                       source: FileContent(id: id, sizeBytes: slice.lengthBytes, start: address, copies: holders.count,
-                                                           chunks: [ChunkPlacement(lengthBytes: slice.lengthBytes, crc32c: crc, holders: holders)])))
-            for holder in holders.dropFirst() {
-                pending.append(PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: bytes[...], connection: nil, reused: false))
-            }
+            stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: piece, sourceOffset: offset))
+            offset += slice.lengthBytes
         }
         var ticket: PieceJournal.Ticket?
         var declined = false
