@@ -108,8 +108,18 @@ extension FileContent {
 
     /// Bytes the file's slices hold (what `du` shows): holes and hidden bytes do not count.
     public var storedBytes: UInt64 {
-        guard slices != nil else { return sizeBytes }
-        return extents(offset: 0, length: sizeBytes).reduce(0) { $0 + ($1.source == nil ? 0 : $1.lengthBytes) }
+        guard let slices else { return sizeBytes }
+        // The union of what the slices cover (which slice wins a byte does not matter here): one sort, no
+        // extents (asked on every fsync and stat of a file that may have thousands of slices).
+        var total: UInt64 = 0
+        var reach: UInt64 = 0
+        for slice in slices.sorted(by: { $0.fileOffset < $1.fileOffset }) {
+            let end = min(slice.fileEnd, sizeBytes)
+            guard end > max(reach, slice.fileOffset) else { continue }
+            total += end - max(reach, slice.fileOffset)
+            reach = end
+        }
+        return total
     }
 
     /// The first offset at or after `offset` that holds data (`SEEK_DATA`), or nil past the last data.

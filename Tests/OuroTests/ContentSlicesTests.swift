@@ -106,6 +106,9 @@ import Testing
             }
             commit()
             #expect(try Self.materialize(content!) == model, "round \(round) (seed \(seed))")
+            // What `du` shows: the bytes some slice covers, as the extents count them.
+            let covered = content!.extents(offset: 0, length: content!.sizeBytes).reduce(0) { $0 + ($1.source == nil ? 0 : $1.lengthBytes) }
+            #expect(content!.storedBytes == covered, "round \(round) (seed \(seed))")
         }
     }
 
