@@ -156,22 +156,22 @@ extension Node {
         let copies = max(1, min(configuration.copies, live.count))
         var stored: [ContentSlice] = []
         var pending: [PendingPieceCopy] = []
-        var offset = 0
         do {
+            // One piece for the whole update, as in the journalled path: each slice names its part by offset.
+            let id = ContentID.random()
+            let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
+            let crc = CRC32C.checksum(data)
+            let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
+            for holder in holders.dropFirst() {
+                pending.append(sendPieceCopy(PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: data[...], connection: nil, reused: false)))
+            }
+            try storeLocalCopy(chunk, data, crc32c: crc)
+            let source = FileContent(id: id, sizeBytes: UInt64(data.count), start: address, copies: holders.count,
+                                     chunks: [ChunkPlacement(lengthBytes: UInt64(data.count), crc32c: crc, holders: holders)])
+            var offset: UInt64 = 0
             for slice in slices {
-                let bytes = data[offset..<(offset + Int(slice.lengthBytes))]
-                offset += Int(slice.lengthBytes)
-                let id = ContentID.random()
-                let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
-                let crc = CRC32C.checksum(Array(bytes))
-                let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
-                for holder in holders.dropFirst() {
-                    pending.append(sendPieceCopy(PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: bytes, connection: nil, reused: false)))
-                }
-                try storeLocalCopy(chunk, Array(bytes), crc32c: crc)
-                let source = FileContent(id: id, sizeBytes: slice.lengthBytes, start: address, copies: holders.count,
-                                         chunks: [ChunkPlacement(lengthBytes: slice.lengthBytes, crc32c: crc, holders: holders)])
-                stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: source))
+                stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: source, sourceOffset: offset))
+                offset += slice.lengthBytes
             }
         } catch {
             for copy in pending { copy.connection?.socket.abort() }

@@ -106,6 +106,35 @@ struct MountUpdateTests {
         }
     }
 
+    @Test("updates in place on nodes whose disks have no room for a piece journal: the same bytes, the ordinary way")
+    func updatesWithoutAPieceJournal() throws {
+        // 24 MiB disks: the two 16 MiB journals do not fit, so carried updates store their piece copies as files.
+        try MountedRing.with(nodes: 3, copies: 2, mountOn: [0, 1], diskBytes: 24 << 20, label: "nojournal") { ring in
+            let output = try ring.ok(#"""
+                head -c 3000000 /dev/urandom > "$W/ref" && cp "$W/ref" "$M/f"
+                python3 -c '
+                import os, random, sys
+                rng = random.Random(3)
+                fds = [os.open(p, os.O_RDWR) for p in (os.environ["M"] + "/f", os.environ["W"] + "/ref")]
+                for commit in range(30):
+                    for _ in range(rng.randrange(1, 5)):  # a few pages per commit, as a database writes them
+                        data, offset = os.urandom(4096), rng.randrange(0, 3000000)
+                        for fd in fds: os.pwrite(fd, data, offset)
+                    for fd in fds: os.fsync(fd)
+                for fd in fds: os.close(fd)
+                '
+                cmp "$M/f" "$W/ref" && cmp "$M1/f" "$W/ref" && echo same
+                """#, timeoutSeconds: 120)
+            #expect(output == "same\n", "\(output)")
+            let reference = try [UInt8](Data(contentsOf: URL(fileURLWithPath: ring.workDirectory + "/ref")))
+            #expect(try ring.ring.pull(2, name: "f") == reference, "FILE PULL of f")
+            let journalless = ring.ring.members.filter { member in
+                (try? String(contentsOfFile: member.logPath, encoding: .utf8))?.contains("no room for the piece journal") == true
+            }
+            #expect(journalless.count == 3, "nodes without a piece journal: \(journalless.count) of 3")
+        }
+    }
+
     static let sqliteWork = #"""
         import os, sqlite3, sys
         path, part = sys.argv[1], sys.argv[2]
