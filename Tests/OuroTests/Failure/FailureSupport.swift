@@ -299,7 +299,14 @@ enum ReplicaChecker {
             for (node, content) in contents where content != recorded {
                 problems.append("\(name): the catalog on \(node) records \(describe(content)), on \(first.address) \(describe(recorded))")
             }
-            guard let content = recorded else { continue }  // an empty file has no chunks
+            guard let recorded = recorded else { continue }  // an empty file has no chunks
+            // Every stored content the file reads from: itself, its segments, or the pieces its slices name.
+            var sources: [FileContent] = []
+            for source in recorded.slices?.map(\.source) ?? recorded.segments ?? [recorded]
+            where !source.isInline && !sources.contains(where: { $0.id == source.id }) {
+                sources.append(source)
+            }
+            for content in sources {
             for (index, chunk) in content.chunks.enumerated() {
                 let fileName = Ring.chunkFileName(content.id.hex, index: index, parts: content.parts)
                 if Set(chunk.holders).count != chunk.holders.count {
@@ -326,6 +333,7 @@ enum ReplicaChecker {
                 if good.count < wanted {
                     problems.append("\(name) \(fileName): only \(good.count) good copies on live nodes (\(good.keys.sorted())), want \(wanted)")
                 }
+            }
             }
         }
         return problems

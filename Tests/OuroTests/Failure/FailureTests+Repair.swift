@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Logging
 import OuroClient
 import OuroCore
 import Testing
@@ -78,6 +79,64 @@ extension FailureTests {
         }
         try ReplicaChecker.waitForFullReplication(files: names, copies: 2, stores: { ring.liveStores }, timeoutSeconds: 20,
                                                   diagnostics: { ring.logs() })
+    }
+
+    @Test("3e. files updated in place (their pieces on copies nodes): a rotten piece copy is read around and repaired; a node dead past the grace period, every piece gets its copies back")
+    func piecesReReplicatedAfterGracePeriod() throws {
+        let (ring, pushed) = try Self.graceRingWithFiles(nodes: 4, label: "pieceRepair")
+        defer { ring.shutdown() }
+        // Three pages of every larger file rewritten in one commit each (FS WRITESLICES carrying the bytes, as a
+        // mount's fsync sends them): one piece per commit, on 2 of the 4 nodes by rendezvous hashing.
+        let client = RingClient(seed: ring.address(1), logger: Logger(label: "test"))
+        var generator = PseudoRandomBytes(seed: TestSeed.derived("pieceRepair"))
+        var files: [(name: String, bytes: [UInt8])] = []
+        for file in pushed where file.bytes.count > 20_000 {
+            var bytes = file.bytes
+            var request = FSRequest()
+            request.inode = try Wire.stat(ring.address(0), name: file.name).inode.id
+            request.sizeBytes = UInt64(bytes.count)
+            var data: [UInt8] = []
+            request.slices = (1...3).map { k in
+                let offset = bytes.count / 4 * k - 1000
+                let patch = generator.bytes(4096)
+                bytes.replaceSubrange(offset..<(offset + 4096), with: patch)
+                data += patch
+                return ContentSlice(fileOffset: UInt64(offset), lengthBytes: 4096,
+                                    source: FileContent(id: .random(), sizeBytes: 4096, start: ring.address(1), copies: 0, chunks: []))
+            }
+            request.data = Data(data)
+            _ = try client.fs("WRITESLICES", request, idempotent: true)
+            files.append((file.name, bytes))
+        }
+        try #require(files.count >= 2, "too few files to update")
+        let names = files.map(\.name)
+        for file in files { expectBytes(try ring.pull(2, name: file.name), file.bytes, "\(file.name) after its update") }
+        try ReplicaChecker.waitForFullReplication(files: names, copies: 2, stores: { ring.liveStores }, timeoutSeconds: 20,
+                                                  diagnostics: { ring.logs() })
+        let pieces = Set(try files.flatMap { try Wire.stat(ring.address(0), name: $0.name).inode.content?.slices?.map(\.source.id) ?? [] })
+        #expect(pieces.count >= files.count * 2, "the files read from \(pieces.count) stored contents: not layered?")
+
+        // A flipped byte in a piece's copy: reads still give the right bytes, and the copy is repaired.
+        let layered = try #require(try Wire.stat(ring.address(0), name: files[0].name).inode.content)
+        let piece = try #require(layered.slices?.first { $0.source.chunks.count == 1 && $0.source.sizeBytes == 4096 * 3 }?.source)
+        let holder = try #require(ring.members.first { $0.address == piece.chunks[0].holders[0] })
+        try flipByte("\(holder.chunksDirectory)/\(Ring.chunkFileName(piece.id.hex, index: 0, parts: 1))", at: 5000)
+        for node in ring.running {
+            expectBytes(try ring.pull(node, name: files[0].name), files[0].bytes, "\(files[0].name) from node \(node) with a rotten piece copy")
+        }
+        try ReplicaChecker.waitForFullReplication(files: names, copies: 2, stores: { ring.liveStores }, timeoutSeconds: 30,
+                                                  diagnostics: { ring.logs() })
+
+        // A node holding pieces dies; past the grace period every piece (and chunk) has 2 live copies again, and
+        // every file reads back whole from every survivor.
+        ring.kill(3)
+        try ring.waitForNetmap(ring.expectedNetmap(order: [0, 1, 2, 3], dead: [3]), timeoutSeconds: 15)
+        try ReplicaChecker.waitForFullReplication(files: names, copies: 2, stores: { ring.liveStores }, timeoutSeconds: 40,
+                                                  diagnostics: { ring.logs() })
+        ring.kill(0)
+        for node in ring.running {
+            for file in files { expectBytes(try ring.pull(node, name: file.name), file.bytes, "\(file.name) from node \(node) after two deaths") }
+        }
     }
 
     @Test("3c. a node back after its copies moved away (2 nodes, --copies 2): its chunks get their second copy again")
