@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Glibc
 import OuroClient
 import OuroCore
@@ -257,6 +258,35 @@ extension Ring {
 /// The replication checker of the fault tests: walks every live node's chunk directory, computes each chunk file's
 /// CRC-32C, and compares holders, copy count and checksums with the placement the catalog records (`FILE STAT`,
 /// asked of every live node, which must all agree).
+/// Three pages of every file over 20 kB rewritten in one commit per file (`FS WRITESLICES` carrying the bytes, as a
+/// mount's fsync sends them): each file then reads from one more piece, on `copies` nodes by rendezvous hashing.
+/// Returns those files with their new bytes.
+func updatedInPlace(_ files: [(name: String, bytes: [UInt8])], through node: NodeAddress, stat: NodeAddress,
+                    seed: UInt64) throws -> [(name: String, bytes: [UInt8])] {
+    let client = RingClient(seed: node, logger: Logger(label: "test"))
+    var generator = PseudoRandomBytes(seed: seed)
+    var updated: [(name: String, bytes: [UInt8])] = []
+    for file in files where file.bytes.count > 20_000 {
+        var bytes = file.bytes
+        var request = FSRequest()
+        request.inode = try Wire.stat(stat, name: file.name).inode.id
+        request.sizeBytes = UInt64(bytes.count)
+        var data: [UInt8] = []
+        request.slices = (1...3).map { k in
+            let offset = bytes.count / 4 * k - 1000
+            let patch = generator.bytes(4096)
+            bytes.replaceSubrange(offset..<(offset + 4096), with: patch)
+            data += patch
+            return ContentSlice(fileOffset: UInt64(offset), lengthBytes: 4096,
+                                source: FileContent(id: .random(), sizeBytes: 4096, start: node, copies: 0, chunks: []))
+        }
+        request.data = Data(data)
+        _ = try client.fs("WRITESLICES", request, idempotent: true)
+        updated.append((file.name, bytes))
+    }
+    return updated
+}
+
 enum ReplicaChecker {
     struct StoredChunk {
         var sizeBytes: UInt64

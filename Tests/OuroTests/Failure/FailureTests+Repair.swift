@@ -85,29 +85,7 @@ extension FailureTests {
     func piecesReReplicatedAfterGracePeriod() throws {
         let (ring, pushed) = try Self.graceRingWithFiles(nodes: 4, label: "pieceRepair")
         defer { ring.shutdown() }
-        // Three pages of every larger file rewritten in one commit each (FS WRITESLICES carrying the bytes, as a
-        // mount's fsync sends them): one piece per commit, on 2 of the 4 nodes by rendezvous hashing.
-        let client = RingClient(seed: ring.address(1), logger: Logger(label: "test"))
-        var generator = PseudoRandomBytes(seed: TestSeed.derived("pieceRepair"))
-        var files: [(name: String, bytes: [UInt8])] = []
-        for file in pushed where file.bytes.count > 20_000 {
-            var bytes = file.bytes
-            var request = FSRequest()
-            request.inode = try Wire.stat(ring.address(0), name: file.name).inode.id
-            request.sizeBytes = UInt64(bytes.count)
-            var data: [UInt8] = []
-            request.slices = (1...3).map { k in
-                let offset = bytes.count / 4 * k - 1000
-                let patch = generator.bytes(4096)
-                bytes.replaceSubrange(offset..<(offset + 4096), with: patch)
-                data += patch
-                return ContentSlice(fileOffset: UInt64(offset), lengthBytes: 4096,
-                                    source: FileContent(id: .random(), sizeBytes: 4096, start: ring.address(1), copies: 0, chunks: []))
-            }
-            request.data = Data(data)
-            _ = try client.fs("WRITESLICES", request, idempotent: true)
-            files.append((file.name, bytes))
-        }
+        let files = try updatedInPlace(pushed, through: ring.address(1), stat: ring.address(0), seed: TestSeed.derived("pieceRepair"))
         try #require(files.count >= 2, "too few files to update")
         let names = files.map(\.name)
         for file in files { expectBytes(try ring.pull(2, name: file.name), file.bytes, "\(file.name) after its update") }
