@@ -278,9 +278,7 @@ final class OpenFile: @unchecked Sendable {
             try ensureSpool()
             if size < streamedBytes { streamBroken = true }
             // Cut what the spool holds past the new end (only ever shortened: growth is a hole until written).
-            var held = Glibc.stat()
-            guard fstat(spool, &held) == 0 else { throw FileSystemError(errno) }
-            if UInt64(held.st_size) > size, ftruncate(spool, off_t(size)) != 0 { throw FileSystemError(errno) }
+            if try spoolLength() > size, ftruncate(spool, off_t(size)) != 0 { throw FileSystemError(errno) }
             // Bytes past the new end are zeros from now on, also when the file grows again.
             let cut = min(size, sizeBytes)
             zerosFrom = min(zerosFrom ?? .max, cut)
@@ -493,14 +491,23 @@ final class OpenFile: @unchecked Sendable {
 
     /// A whole push reads the spool up to the file's size: a hole at its end must be there as zeros.
     private func extendSpool() throws {
+        if try spoolLength() < sizeBytes, ftruncate(spool, off_t(sizeBytes)) != 0 { throw FileSystemError(errno) }
+    }
+
+    private func spoolLength() throws -> UInt64 {
         var held = Glibc.stat()
         guard fstat(spool, &held) == 0 else { throw FileSystemError(errno) }
-        if UInt64(held.st_size) < sizeBytes, ftruncate(spool, off_t(sizeBytes)) != 0 { throw FileSystemError(errno) }
+        return UInt64(held.st_size)
     }
 
     /// Whether the file is mostly holes: its bytes then go as slices over nothing, never as a whole push of zeros.
     private var isMostlyHoles: Bool {
-        sizeBytes > Limits.regionBytes && dirtyRanges.totalBytes + (stat.inode.content?.storedBytes ?? 0) < sizeBytes / 2
+        guard sizeBytes > Limits.regionBytes, dirtyRanges.totalBytes < sizeBytes / 2 else { return false }
+        let content = stat.inode.content
+        // Asked on every fsync: a slice that alone covers half the file (a plain base under updates) settles it
+        // without sorting every slice.
+        if content?.asSlices.contains(where: { $0.lengthBytes >= sizeBytes / 2 }) == true { return false }
+        return dirtyRanges.totalBytes + (content?.storedBytes ?? 0) < sizeBytes / 2
     }
 
     /// An update in place: the bytes written since the last commit go to the ring as pieces (`PIECE PUT`, each on

@@ -145,39 +145,55 @@ struct PendingPieceCopy {
     var reused: Bool
 }
 
+/// A carried update's bytes as one piece (a commit of many pages costs one copy per holder, not one per page):
+/// held by the node and `copies - 1` others chosen by rendezvous hashing; each slice names its part by source offset.
+struct CarriedPiece {
+    let chunk: ChunkID
+    let crc32c: UInt32
+    let holders: [NodeAddress]
+    /// The slices, each now naming its bytes in the piece.
+    let slices: [ContentSlice]
+}
+
 extension Node {
-    /// `FS WRITESLICES` that carries its bytes (a small update): each slice's bytes become a piece held by this
-    /// node and by `copies - 1` others chosen by rendezvous hashing. The copies elsewhere are sent first and their
-    /// answers read after the commit; this node's copy is durable (piece journal) before the commit is planned, so
-    /// a catalog record never names a piece this node could lose. Returns the slices with their stored sources.
-    func storeCarriedPieces(_ slices: [ContentSlice], data: [UInt8]) throws -> (slices: [ContentSlice], pending: [PendingPieceCopy]) {
+    /// The piece a carried update's bytes become (placement chosen over the live ring now).
+    func carriedPiece(_ slices: [ContentSlice], data: [UInt8]) throws -> CarriedPiece {
         let live = liveRing
-        let others = live.filter { $0 != address }
         let copies = max(1, min(configuration.copies, live.count))
-        var stored: [ContentSlice] = []
-        var pending: [PendingPieceCopy] = []
+        let id = ContentID.random()
+        let crc = CRC32C.checksum(data)
+        let holders = [address] + Rendezvous.holders(of: id, among: live.filter { $0 != address }, count: copies - 1)
+        let piece = FileContent(id: id, sizeBytes: UInt64(data.count), start: address, copies: holders.count,
+                                chunks: [ChunkPlacement(lengthBytes: UInt64(data.count), crc32c: crc, holders: holders)])
+        var offset: UInt64 = 0
+        let named = slices.map { slice in
+            defer { offset += slice.lengthBytes }
+            return ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: piece, sourceOffset: offset)
+        }
+        return CarriedPiece(chunk: try ChunkID(contentID: id, index: 0, parts: 1), crc32c: crc, holders: holders, slices: named)
+    }
+
+    /// The copies of `piece` on its other holders, to send.
+    func otherCopies(of piece: CarriedPiece, data: [UInt8]) -> [PendingPieceCopy] {
+        piece.holders.dropFirst().map { holder in
+            PendingPieceCopy(holder: holder, chunk: piece.chunk, crc32c: piece.crc32c, bytes: data[...], connection: nil, reused: false)
+        }
+    }
+
+    /// `FS WRITESLICES` that carries its bytes, without the piece journal: they become one piece (`carriedPiece`).
+    /// The copies elsewhere are sent first and their answers read after the commit; this node's copy is durable
+    /// before the commit is planned, so a catalog record never names a piece this node could lose. Returns the
+    /// slices naming the piece, and the copies in flight.
+    func storeCarriedPieces(_ slices: [ContentSlice], data: [UInt8]) throws -> (slices: [ContentSlice], pending: [PendingPieceCopy]) {
+        let piece = try carriedPiece(slices, data: data)
+        let pending = otherCopies(of: piece, data: data).map(sendPieceCopy)
         do {
-            // One piece for the whole update, as in the journalled path: each slice names its part by offset.
-            let id = ContentID.random()
-            let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
-            let crc = CRC32C.checksum(data)
-            let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
-            for holder in holders.dropFirst() {
-                pending.append(sendPieceCopy(PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: data[...], connection: nil, reused: false)))
-            }
-            try storeLocalCopy(chunk, data, crc32c: crc)
-            let source = FileContent(id: id, sizeBytes: UInt64(data.count), start: address, copies: holders.count,
-                                     chunks: [ChunkPlacement(lengthBytes: UInt64(data.count), crc32c: crc, holders: holders)])
-            var offset: UInt64 = 0
-            for slice in slices {
-                stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: source, sourceOffset: offset))
-                offset += slice.lengthBytes
-            }
+            try storeLocalCopy(piece.chunk, data, crc32c: piece.crc32c)
         } catch {
             for copy in pending { copy.connection?.socket.abort() }
             throw error
         }
-        return (stored, pending)
+        return (piece.slices, pending)
     }
 
     /// Sends one copy on a pooled connection (the answer is read by `finishPieceCopies`).
@@ -226,27 +242,10 @@ extension Node {
     /// same journal append, before the catalog log or any peer sees them. Nil when the journal cannot take it.
     func commitCarriedSlices(_ slices: [ContentSlice], data: [UInt8],
                              plan: ([ContentSlice]) -> (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (InodeStat?, [ContentSlice])? {
-        let live = liveRing
-        let others = live.filter { $0 != address }
-        let copies = max(1, min(configuration.copies, live.count))
-        // One piece for the whole update (the slices name their parts of it by source offset): a commit of many
-        // pages costs one copy on each holder, not one per page.
-        let id = ContentID.random()
-        let chunk = try ChunkID(contentID: id, index: 0, parts: 1)
-        let crc = CRC32C.checksum(data)
-        let holders = [address] + Rendezvous.holders(of: id, among: others, count: copies - 1)
-        let piece = FileContent(id: id, sizeBytes: UInt64(data.count), start: address, copies: holders.count,
-                                chunks: [ChunkPlacement(lengthBytes: UInt64(data.count), crc32c: crc, holders: holders)])
-        let local: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)] = [(chunk, data, crc)]
-        var pending = holders.dropFirst().map { holder in
-            PendingPieceCopy(holder: holder, chunk: chunk, crc32c: crc, bytes: data[...], connection: nil, reused: false)
-        }
-        var stored: [ContentSlice] = []
-        var offset: UInt64 = 0
-        for slice in slices {
-            stored.append(ContentSlice(fileOffset: slice.fileOffset, lengthBytes: slice.lengthBytes, source: piece, sourceOffset: offset))
-            offset += slice.lengthBytes
-        }
+        let piece = try carriedPiece(slices, data: data)
+        let stored = piece.slices
+        let local: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)] = [(piece.chunk, data, piece.crc32c)]
+        var pending = otherCopies(of: piece, data: data)
         var ticket: PieceJournal.Ticket?
         var declined = false
         let change: Catalog.Change
