@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <malloc.h>
+#include <unistd.h>
 #include "COuroSupport.h"
 
 int ouro_start_writeback(int fd, long long offset, long long len) {
@@ -16,6 +17,10 @@ int ouro_drop_behind(int fd, long long offset, long long len) {
 
 int ouro_open_unnamed(const char *directory) {
     return open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+int ouro_syncfs(int fd) {
+    return syncfs(fd);
 }
 
 void ouro_limit_malloc_arenas(int arenas, int keep_free_bytes) {

@@ -118,7 +118,8 @@ public enum Request: Sendable, Equatable {
     case inodeWrite(inode: UInt64, sizeBytes: UInt64, binary: Bool = false)
     case chunkRelay(RelayHeader)
     case chunkGet(ChunkID, offset: UInt64, lengthBytes: UInt64)
-    case chunkPut(ChunkID, lengthBytes: UInt64, crc32c: UInt32)
+    /// `deferSync`: the copy may be fsynced shortly after the answer (another holder on the same disk has fsynced it).
+    case chunkPut(ChunkID, lengthBytes: UInt64, crc32c: UInt32, deferSync: Bool = false)
     case chunkCheck(ChunkID)
     /// Stores a content's chunks without naming it in the catalog (a segment of a file the mount is writing).
     case contentPush(sizeBytes: UInt64)
@@ -141,7 +142,7 @@ public enum Request: Sendable, Equatable {
         case .inodeWrite(_, let size, _): size
         case .contentPush(let size): size
         case .piecePut(let size, _): size
-        case .chunkPut(_, let length, _): length
+        case .chunkPut(_, let length, _, _): length
         case .catalogApply(let length, _): UInt64(length)
         case .fs(_, let length, _): UInt64(length)
         default: 0
@@ -216,9 +217,10 @@ public enum Request: Sendable, Equatable {
         case ("CHUNK", "PUT"):
             let id = try fields.chunkID()
             let length = try fields.number(UInt64.self, "length")
-            let crc = try fields.number(UInt32.self, "crc", last: true)
+            let crc = try fields.number(UInt32.self, "crc")
+            let deferSync = try fields.flag("DEFER")
             guard length <= maxFileSizeBytes else { throw OuroError(.tooLarge, "chunk of \(length) bytes exceeds the limit") }
-            self = .chunkPut(id, lengthBytes: length, crc32c: crc)
+            self = .chunkPut(id, lengthBytes: length, crc32c: crc, deferSync: deferSync)
         case ("CHUNK", "CHECK"): self = .chunkCheck(try fields.chunkID(last: true))
         case ("CHUNK", "KEEP"): self = .chunkKeep(try fields.chunkID(last: true))
         case ("CONTENT", "PUSH"):

@@ -43,6 +43,12 @@ public final class ChunkStore: @unchecked Sendable {
         try directoryFD.sync()
     }
 
+    /// Makes every chunk file written so far durable, with their directory entries, in one flush of the file system
+    /// (syncfs: the other files on it are written back too, so only for many small files at once).
+    func syncFileSystem() throws {
+        guard ouro_syncfs(directoryFD.rawValue) == 0 else { throw Errno(rawValue: errno) }
+    }
+
     public func exists(_ chunk: ChunkID) -> Bool {
         journal?.materialize(chunk)
         return access(path(of: chunk).string, F_OK) == 0

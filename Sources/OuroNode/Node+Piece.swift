@@ -21,13 +21,15 @@ extension Node {
             var bytes = [UInt8](repeating: 0, count: Int(sizeBytes))
             try bytes.withUnsafeMutableBytes { raw in try readExactly(input, into: raw) }
             guard CRC32C.checksum(bytes) == crc32c else { throw OuroError(.corrupt, "the piece arrived with a different checksum") }
+            let syncing = holdersThatSync(holders)
             let failures = parallelMap(holders, width: holders.count) { [self] holder -> OuroError? in
                 do {
                     if holder == address {
-                        try storeLocalCopy(chunk, bytes, crc32c: crc32c)
+                        try storeLocalCopy(chunk, bytes, crc32c: crc32c, deferSync: !syncing.contains(holder))
                     } else {
+                        let line = "CHUNK PUT \(contentID) 0 1 \(sizeBytes) \(crc32c)" + (syncing.contains(holder) ? "" : " DEFER")
                         try pool.with(holder, retry: true) { connection in
-                            try connection.socket.write(line: "CHUNK PUT \(contentID) 0 1 \(sizeBytes) \(crc32c)", then: bytes)
+                            try connection.socket.write(line: line, then: bytes)
                             try connection.expectOK()
                         }
                     }
@@ -45,9 +47,10 @@ extension Node {
         return content
     }
 
-    /// A small copy: through the piece journal (one fdatasync), or the ordinary way when the journal cannot take it.
-    func storeLocalCopy(_ chunk: ChunkID, _ bytes: [UInt8], crc32c: UInt32) throws {
-        if try bytes.withUnsafeBytes({ try pieceJournal.store(chunk, $0, crc32c: crc32c) }) {
+    /// A small copy: through the piece journal (one fdatasync, or with `deferSync` one shortly after), or the
+    /// ordinary way when the journal cannot take it.
+    func storeLocalCopy(_ chunk: ChunkID, _ bytes: [UInt8], crc32c: UInt32, deferSync: Bool = false) throws {
+        if try bytes.withUnsafeBytes({ try pieceJournal.store(chunk, $0, crc32c: crc32c, deferSync: deferSync) }) {
             verifier.markVerified(chunk, chunks)
             return
         }
@@ -141,8 +144,12 @@ struct PendingPieceCopy {
     var chunk: ChunkID
     var crc32c: UInt32
     var bytes: ArraySlice<UInt8>
+    /// Another holder on the holder's disk fsyncs its copy: this one may be fsynced just after the answer.
+    var deferSync: Bool
     var connection: Connection?
     var reused: Bool
+
+    var line: String { "CHUNK PUT \(chunk.contentID) 0 1 \(bytes.count) \(crc32c)" + (deferSync ? " DEFER" : "") }
 }
 
 /// A carried update's bytes as one piece (a commit of many pages costs one copy per holder, not one per page):
@@ -173,11 +180,23 @@ extension Node {
         return CarriedPiece(chunk: try ChunkID(contentID: id, index: 0, parts: 1), crc32c: crc, holders: holders, slices: named)
     }
 
-    /// The copies of `piece` on its other holders, to send.
+    /// The copies of `piece` on its other holders, to send (this node fsyncs its own).
     func otherCopies(of piece: CarriedPiece, data: [UInt8]) -> [PendingPieceCopy] {
-        piece.holders.dropFirst().map { holder in
-            PendingPieceCopy(holder: holder, chunk: piece.chunk, crc32c: piece.crc32c, bytes: data[...], connection: nil, reused: false)
+        let syncing = holdersThatSync(piece.holders)
+        return piece.holders.dropFirst().map { holder in
+            PendingPieceCopy(holder: holder, chunk: piece.chunk, crc32c: piece.crc32c, bytes: data[...],
+                             deferSync: !syncing.contains(holder), connection: nil, reused: false)
         }
+    }
+
+    /// The holders of a new piece that fsync their copy before answering: the first on each disk, in order (an
+    /// unknown disk counts as one of its own). A copy on a disk already holding a durable one is fsynced shortly
+    /// after (`CHUNK PUT … DEFER`): as for the catalog, a disk is one copy against a crash of the machine, and a
+    /// killed process loses nothing it wrote.
+    func holdersThatSync(_ holders: [NodeAddress]) -> Set<NodeAddress> {
+        Set(Self.syncPeers(holders, covered: [], wanted: holders.count) { [self] holder in
+            holder == address ? ownDisk : peerDisks.disk(of: holder)
+        })
     }
 
     /// `FS WRITESLICES` that carries its bytes, without the piece journal: they become one piece (`carriedPiece`).
@@ -202,7 +221,7 @@ extension Node {
         guard let connection = try? pool.take(copy.holder) else { return copy }  // retried on a fresh one at the end
         copy.reused = connection.idleSince > 0
         do {
-            try connection.socket.write(line: "CHUNK PUT \(copy.chunk.contentID) 0 1 \(copy.bytes.count) \(copy.crc32c)", then: Array(copy.bytes))
+            try connection.socket.write(line: copy.line, then: Array(copy.bytes))
             copy.connection = connection
         } catch {
             connection.socket.abort()
@@ -225,7 +244,7 @@ extension Node {
                     }
                 }
                 try pool.with(copy.holder) { connection in
-                    try connection.socket.write(line: "CHUNK PUT \(copy.chunk.contentID) 0 1 \(copy.bytes.count) \(copy.crc32c)", then: Array(copy.bytes))
+                    try connection.socket.write(line: copy.line, then: Array(copy.bytes))
                     try connection.expectOK()
                 }
             } catch {

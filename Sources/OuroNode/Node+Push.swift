@@ -173,13 +173,13 @@ extension Node {
     }
 
     /// `CHUNK PUT`: stores one chunk copy (re-replication and repair), checked against the given checksum.
-    func receiveChunkCopy(_ chunk: ChunkID, lengthBytes: UInt64, crc32c: UInt32, _ input: FramedReader) throws {
+    func receiveChunkCopy(_ chunk: ChunkID, lengthBytes: UInt64, crc32c: UInt32, deferSync: Bool = false, _ input: FramedReader) throws {
         if chunk.parts == 1, lengthBytes <= UInt64(PieceJournal.maxRecordBytes) {
             // A piece's copy (or a small one-chunk content): one buffer, durable through the piece journal.
             var bytes = [UInt8](repeating: 0, count: Int(lengthBytes))
             try bytes.withUnsafeMutableBytes { try readExactly(input, into: $0) }
             guard CRC32C.checksum(bytes) == crc32c else { throw OuroError(.corrupt, "chunk \(chunk) arrived with a different checksum") }
-            try storeLocalCopy(chunk, bytes, crc32c: crc32c)
+            try storeLocalCopy(chunk, bytes, crc32c: crc32c, deferSync: deferSync)
             return
         }
         let writer = try chunks.create(chunk)

@@ -219,8 +219,8 @@ extension Node {
             try receiveRelay(header, session)
         case .chunkGet(let chunk, let offset, let length):
             try sendChunk(chunk, offset: offset, lengthBytes: length, session)
-        case .chunkPut(let chunk, let length, let crc):
-            try receiveChunkCopy(chunk, lengthBytes: length, crc32c: crc, session.reader)
+        case .chunkPut(let chunk, let length, let crc, let deferSync):
+            try receiveChunkCopy(chunk, lengthBytes: length, crc32c: crc, deferSync: deferSync, session.reader)
             try session.reply("OK")
         case .contentPush(let size):
             try session.replyBinary(try receivePush(session.reader, sizeBytes: size))

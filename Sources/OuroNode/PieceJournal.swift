@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Logging
 import OuroClient
@@ -11,9 +12,10 @@ import SystemPackage
 /// acknowledged; no file is created on that path (creating one waits for the file system's journal, ~0.2 ms here).
 /// The copy becomes an ordinary chunk file at the next checkpoint (about every second), or at once when anything
 /// asks the chunk store for it (`materialize`: written without an fsync, the journal keeps it durable). A checkpoint
-/// switches appends to the other journal, writes and fsyncs the chunk files of what the first one recorded and
-/// their directory, then starts the first one over under a new generation. At start, both journals are replayed: a
-/// recorded copy whose chunk file is missing, short or altered (a crash before its checkpoint) is written again.
+/// switches appends to the other journal, writes the chunk files of what the first one recorded and makes them
+/// durable with one `syncfs` (one device flush, not one per file: under updates there are hundreds a second), then
+/// starts the first one over under a new generation. At start, both journals are replayed: a recorded copy whose
+/// chunk file is missing, short or altered (a crash before its checkpoint) is written again.
 ///
 /// Journal file: a 4 KiB header block (`OUROPJ01`, u64 generation, CRC-32C of both), then records of
 /// `u32 header CRC, u64 generation, content id (32 hex), u32 index, u32 parts, u32 length, u32 data CRC`, then the
@@ -146,13 +148,34 @@ final class PieceJournal: @unchecked Sendable {
         }
     }
 
+    static let deferredSyncMilliseconds = 10
+    /// Journals with deferred copies written since their last fdatasync was scheduled.
+    private var syncScheduled: Set<Int32> = []
+
+    private func scheduleSync(_ fd: FileDescriptor) {
+        let first = lock.withLock { syncScheduled.insert(fd.rawValue).inserted }
+        guard first else { return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Self.deferredSyncMilliseconds)) { [self] in
+            lock.withLock { _ = syncScheduled.remove(fd.rawValue) }
+            do {
+                try fd.syncData()
+            } catch {
+                // Copies acknowledged since the last good fdatasync have a durable copy on another holder of this
+                // disk; nothing more goes through the journal (copies fsync their own files).
+                lock.withLock { broken = true }
+                logger.error("deferred sync of the piece journal failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     func logged(_ ticket: Ticket) {
         lock.withLock { unlogged[ticket.index] -= 1 }
     }
 
-    /// Stores a small copy durably: a journal record, fdatasynced. False when the journal cannot take it (too big,
-    /// full, or broken): the caller stores the copy the ordinary way.
-    func store(_ chunk: ChunkID, _ bytes: UnsafeRawBufferPointer, crc32c: UInt32) throws -> Bool {
+    /// Stores a small copy durably: a journal record, fdatasynced (with `deferSync`, within `deferredSyncMilliseconds`
+    /// after the answer, many copies sharing one fdatasync: for a copy another holder on this disk has fsynced).
+    /// False when the journal cannot take it (too big, full, or broken): the caller stores the copy the ordinary way.
+    func store(_ chunk: ChunkID, _ bytes: UnsafeRawBufferPointer, crc32c: UInt32, deferSync: Bool = false) throws -> Bool {
         guard bytes.count <= Self.maxRecordBytes else { return false }
         var record = [UInt8](repeating: 0, count: Self.recordHeaderBytes + bytes.count)
         let journalFD: FileDescriptor? = try lock.withLock {
@@ -174,6 +197,10 @@ final class PieceJournal: @unchecked Sendable {
             return journal.fd
         }
         guard let journalFD else { return false }
+        if deferSync {
+            scheduleSync(journalFD)
+            return true
+        }
         // Outside the lock: this fdatasync also covers every record written before this one.
         do {
             try journalFD.syncData()
@@ -237,16 +264,13 @@ final class PieceJournal: @unchecked Sendable {
         do {
             try syncCatalog()
             for chunk in finishing.chunks {
-                let path: FilePath? = lock.withLock {
-                    guard journals[finishing.index].recorded[chunk] != nil else { return nil }  // deleted since
+                lock.withLock {
+                    guard journals[finishing.index].recorded[chunk] != nil else { return }  // deleted since
                     writeUnwritten(chunk)
-                    return store.path(of: chunk)
                 }
-                // A copy collected since is simply gone; a file that cannot be synced fails the checkpoint.
-                guard let path, let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { continue }
-                try fd.closeAfter { try fd.syncData() }
             }
-            try store.syncDirectory()
+            // One flush for all of them (an fsync each cost a device flush each: hundreds a second under updates).
+            try store.syncFileSystem()
             var journal = lock.withLock { journals[finishing.index] }
             try startOver(&journal)
             lock.withLock {

@@ -22,6 +22,10 @@ long long ouro_copy_file_range(int in, long long *in_offset, int out, long long 
 /// -1 with errno (EOPNOTSUPP where the file system has no unnamed files).
 int ouro_open_unnamed(const char *directory);
 
+/// syncfs(2): writes back and flushes everything of the file system holding `fd` (one device flush for many
+/// files); 0 or -1 with errno.
+int ouro_syncfs(int fd);
+
 /// Caps glibc's malloc arenas (mallopt M_ARENA_MAX: each thread that allocates otherwise gets its own arena, and
 /// memory freed there stays resident) and fixes the mmap threshold, so large buffers go back to the system.
 void ouro_limit_malloc_arenas(int arenas, int keep_free_bytes);
