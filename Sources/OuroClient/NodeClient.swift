@@ -94,9 +94,9 @@ public struct NodeClient: Sendable {
     }
 
     /// One metadata call (`FS <OP>`). Reads retry once on a stale pooled connection; mutations never do.
-    public func fs(_ operation: String, _ request: FSRequest, idempotent: Bool = false) throws -> FSReply {
+    public func fs(_ operation: FSOperation, _ request: FSRequest, idempotent: Bool = false) throws -> FSReply {
         try pool.with(address, retry: idempotent) { connection in
-            try connection.sendBinary("FS \(operation)", request)
+            try connection.sendBinary("FS \(operation.rawValue)", request)
             return try connection.readBinary(FSReply.self)
         }
     }

@@ -83,7 +83,7 @@ public final class RingClient: @unchecked Sendable {
     }
 
     /// One metadata call with failover.
-    public func fs(_ operation: String, _ request: FSRequest, idempotent: Bool) throws -> FSReply {
+    public func fs(_ operation: FSOperation, _ request: FSRequest, idempotent: Bool) throws -> FSReply {
         try call(idempotent: idempotent) { try $0.fs(operation, request, idempotent: idempotent) }
     }
 }

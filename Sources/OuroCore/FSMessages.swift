@@ -1,5 +1,40 @@
 import Foundation
 
+/// The metadata operations of `FS <OP>`, spelt on the wire as their raw values. Clients name them by case and the
+/// node's switch over them is exhaustive, so a misspelt or forgotten operation is a compile error, not a runtime one.
+public enum FSOperation: String, CaseIterable, Sendable {
+    case lookup = "LOOKUP"
+    case getattr = "GETATTR"
+    case resolve = "RESOLVE"
+    case readdir = "READDIR"
+    case mkdir = "MKDIR"
+    case mknod = "MKNOD"
+    case symlink = "SYMLINK"
+    case link = "LINK"
+    case unlink = "UNLINK"
+    case rmdir = "RMDIR"
+    case rename = "RENAME"
+    case setattr = "SETATTR"
+    case setxattr = "SETXATTR"
+    case removexattr = "REMOVEXATTR"
+    case getxattr = "GETXATTR"
+    case listxattr = "LISTXATTR"
+    case create = "CREATE"
+    case setcontent = "SETCONTENT"
+    case writeslices = "WRITESLICES"
+    case compact = "COMPACT"
+    case statfs = "STATFS"
+
+    /// Operations that add or remove a name: the answer carries the changed directories' new attributes (their
+    /// mtime moved, and the kernel asks for them right after).
+    public var changesNames: Bool {
+        switch self {
+        case .mkdir, .mknod, .create, .symlink, .link, .unlink, .rmdir, .rename: true
+        default: false
+        }
+    }
+}
+
 /// Arguments of an `FS <OP>` metadata call (JSON payload); each operation reads the fields it needs.
 public struct FSRequest: Codable, Sendable, Equatable {
     public var parent: UInt64?

@@ -132,7 +132,7 @@ public enum Request: Sendable, Equatable {
     /// Merges catalog records; `deferSync`: answer once applied and written, and fsync within a few milliseconds
     /// (the peers beyond the change's copies: they need it at once to serve it, not durable at once).
     case catalogApply(lengthBytes: Int, deferSync: Bool = false)
-    case fs(operation: String, lengthBytes: Int, binary: Bool = false)
+    case fs(operation: FSOperation, lengthBytes: Int, binary: Bool = false)
 
     /// Bytes that follow the header line, if the request carries a payload that is known from the header alone.
     /// (`CHUNK RELAY`'s payload length depends on the layout; see `RelayPlan`.)
@@ -244,8 +244,9 @@ public enum Request: Sendable, Equatable {
             let length = try fields.jsonLength(last: false)
             self = .catalogApply(lengthBytes: length, deferSync: try fields.flag("DEFER"))
         case ("FS", let op?) where op.allSatisfy({ $0.isLetter }) && noun != nil:
+            guard let operation = FSOperation(rawValue: String(op)) else { throw .badRequest("unknown FS operation \(op.prefix(32))") }
             let length = try fields.jsonLength(last: false)
-            self = .fs(operation: String(op), lengthBytes: length, binary: try fields.binaryFlag())
+            self = .fs(operation: operation, lengthBytes: length, binary: try fields.binaryFlag())
         case (nil, _):
             throw .badRequest("empty request")
         default:

@@ -330,7 +330,7 @@ final class OpenFile: @unchecked Sendable {
             var request = FSRequest()
             request.inode = inode
             request.mtimeNs = mtime
-            updated = try fileSystem.ring.fs("SETATTR", request, idempotent: true).stat ?? updated
+            updated = try fileSystem.ring.fs(.setattr, request, idempotent: true).stat ?? updated
         }
         lock.withLock {
             stat = updated
@@ -401,7 +401,7 @@ final class OpenFile: @unchecked Sendable {
         request.inode = inode
         request.content = FileContent(id: .random(), segments: all)
         do {
-            return try fileSystem.ring.retrying { ring in try ring.fs("SETCONTENT", request, idempotent: true).stat }
+            return try fileSystem.ring.retrying { ring in try ring.fs(.setcontent, request, idempotent: true).stat }
         } catch {
             fileSystem.logger.warning("segments not committed; pushing the whole file", metadata: ["inode": "\(inode)", "error": "\(error)"])
             streamBroken = true
@@ -576,7 +576,7 @@ final class OpenFile: @unchecked Sendable {
         }
         let reply: FSReply
         do {
-            reply = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true) }
+            reply = try ring.retrying { ring in try ring.fs(.writeslices, request, idempotent: true) }
         } catch let error as OuroError where error.code == .tooLarge {
             // A region is full (its compaction fell behind the writes): compact the regions written here now, once.
             let touched = Set(ranges.flatMap { ($0.from / Limits.regionBytes)...(($0.to - 1) / Limits.regionBytes) })
@@ -589,7 +589,7 @@ final class OpenFile: @unchecked Sendable {
                     fileSystem.logger.debug("compaction dropped", metadata: ["inode": "\(inode)", "region": "\(record.region)", "error": "\(error)"])
                 }
             }
-            reply = try ring.retrying { ring in try ring.fs("WRITESLICES", request, idempotent: true) }
+            reply = try ring.retrying { ring in try ring.fs(.writeslices, request, idempotent: true) }
         }
         noteRegions(reply.regions ?? [])
         guard var updated = reply.stat, let written = carried ? reply.slices : request.slices else {
@@ -652,7 +652,7 @@ final class OpenFile: @unchecked Sendable {
         let from = region.region * Limits.regionBytes
         var getattr = FSRequest()
         getattr.inode = inode
-        guard let stat = try ring.fs("GETATTR", getattr, idempotent: true).stat, let content = stat.inode.content else { return nil }
+        guard let stat = try ring.fs(.getattr, getattr, idempotent: true).stat, let content = stat.inode.content else { return nil }
         guard stat.inode.version >= region.version else {
             throw OuroError(.unavailable, "the node answered attributes older than the region")
         }
@@ -670,9 +670,9 @@ final class OpenFile: @unchecked Sendable {
         request.slices = region.slices
         request.cuts = region.cuts
         request.content = merged
-        noteRegions(try ring.fs("COMPACT", request, idempotent: true).regions ?? [])
+        noteRegions(try ring.fs(.compact, request, idempotent: true).regions ?? [])
         // The merged slices' pieces become garbage: read the file's content as the ring has it now.
-        return try ring.fs("GETATTR", getattr, idempotent: true).stat
+        return try ring.fs(.getattr, getattr, idempotent: true).stat
     }
 
     /// The ring's content of this file after a compaction, if it includes every commit made here.

@@ -133,7 +133,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         return attributes
     }
 
-    func fs(_ operation: String, idempotent: Bool = false, xattr: Bool = false, _ build: (inout FSRequest) -> Void) throws -> FSReply {
+    func fs(_ operation: FSOperation, idempotent: Bool = false, xattr: Bool = false, _ build: (inout FSRequest) -> Void) throws -> FSReply {
         var request = FSRequest()
         build(&request)
         do {
@@ -155,7 +155,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     func stat(_ inode: UInt64) throws -> InodeStat {
-        guard let stat = try byNumber({ try fs("GETATTR", idempotent: true, { $0.inode = inode }).stat }) else { throw FileSystemError(EIO) }
+        guard let stat = try byNumber({ try fs(.getattr, idempotent: true, { $0.inode = inode }).stat }) else { throw FileSystemError(EIO) }
         return stat
     }
 
@@ -184,7 +184,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         if let pending = lock.withLock({ pendingCreates.values.first { $0.parent == parent && $0.name == name } }) {
             return attributes(pending.stat)
         }
-        let reply = try fs("LOOKUP", idempotent: true) { $0.parent = parent; $0.name = name }
+        let reply = try fs(.lookup, idempotent: true) { $0.parent = parent; $0.name = name }
         return attributes(reply.stat!)
     }
 
@@ -215,7 +215,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     func nameCreated(_ inode: UInt64, data: [UInt8]?) throws -> InodeStat? {
         try namingLock.withLock {
             guard let pending = lock.withLock({ pendingCreates[inode] }) else { return nil }
-            let reply = try fs("CREATE", idempotent: true) {
+            let reply = try fs(.create, idempotent: true) {
                 $0.parent = pending.parent; $0.name = pending.name; $0.inode = inode
                 $0.mode = pending.stat.inode.permissions; $0.uid = pending.stat.inode.uid; $0.gid = pending.callerGroup
                 $0.data = data.map { .init($0) }
@@ -256,7 +256,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         try Self.checkName(name)
         guard let kind = InodeKind(modeBits: mode) else { throw FileSystemError(EINVAL) }
         try nameCreated(inDirectories: [parent])
-        let reply = try fs("MKNOD") {
+        let reply = try fs(.mknod) {
             $0.parent = parent; $0.name = name; $0.kind = kind; $0.mode = mode & 0o7777; $0.rdev = rdev
             $0.uid = context.uid; $0.gid = context.gid
         }
@@ -266,7 +266,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func mkdir(parent: UInt64, name: String, mode: UInt32, context: RequestContext) throws -> FileAttributes {
         try Self.checkName(name)
         try nameCreated(inDirectories: [parent])
-        let reply = try fs("MKDIR") {
+        let reply = try fs(.mkdir) {
             $0.parent = parent; $0.name = name; $0.mode = mode & 0o7777; $0.uid = context.uid; $0.gid = context.gid
         }
         return attributes(reply.stat!)
@@ -275,7 +275,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
     public func symlink(target: String, parent: UInt64, name: String, context: RequestContext) throws -> FileAttributes {
         try Self.checkName(name)
         try nameCreated(inDirectories: [parent])
-        let reply = try fs("SYMLINK") {
+        let reply = try fs(.symlink) {
             $0.parent = parent; $0.name = name; $0.target = target; $0.mode = 0o777; $0.uid = context.uid; $0.gid = context.gid
         }
         return attributes(reply.stat!)
@@ -289,24 +289,24 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func unlink(parent: UInt64, name: String) throws {
         try nameCreated(inDirectories: [parent])
-        _ = try fs("UNLINK") { $0.parent = parent; $0.name = name }
+        _ = try fs(.unlink) { $0.parent = parent; $0.name = name }
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
         try nameAllCreated()  // the directory removed may hold some: they make it not empty
-        _ = try fs("RMDIR") { $0.parent = parent; $0.name = name }
+        _ = try fs(.rmdir) { $0.parent = parent; $0.name = name }
     }
 
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) throws {
         try Self.checkName(newName)
         try nameAllCreated()  // a directory replaced by the rename may hold some
-        _ = try fs("RENAME") { $0.parent = parent; $0.name = name; $0.newParent = newParent; $0.newName = newName; $0.flags = flags }
+        _ = try fs(.rename) { $0.parent = parent; $0.name = name; $0.newParent = newParent; $0.newName = newName; $0.flags = flags }
     }
 
     public func link(inode: UInt64, newParent: UInt64, newName: String) throws -> FileAttributes {
         try Self.checkName(newName)
         try nameCreated(inDirectories: [newParent], inodes: [inode])
-        let reply = try fs("LINK") { $0.inode = inode; $0.newParent = newParent; $0.newName = newName }
+        let reply = try fs(.link) { $0.inode = inode; $0.newParent = newParent; $0.newName = newName }
         return attributes(reply.stat!)
     }
 
@@ -337,7 +337,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         let needsCall = changes.mode != nil || changes.uid != nil || changes.gid != nil || mtime != nil || atime != nil
             || (changes.sizeBytes != nil && !sizeHandled)
         guard needsCall else { return try getattr(inode: inode) }
-        let reply = try byNumber { try fs("SETATTR") {
+        let reply = try byNumber { try fs(.setattr) {
             $0.inode = inode
             $0.mode = changes.mode.map { $0 & 0o7777 }
             $0.uid = changes.uid
@@ -472,7 +472,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
             return (attributes(stat), register(file, writes: true))
         }
         try nameCreated(inDirectories: [parent])
-        let reply = try fs("MKNOD") {
+        let reply = try fs(.mknod) {
             $0.parent = parent; $0.name = name; $0.kind = .file; $0.mode = mode & 0o7777
             $0.uid = context.uid; $0.gid = context.gid
         }
@@ -498,7 +498,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         var kept = permissions & ~UInt32(S_ISUID)
         if kept & UInt32(S_IXGRP) != 0 { kept &= ~UInt32(S_ISGID) }
         guard kept != permissions, !isPending(file.inode) else { return }
-        let reply = try byNumber { try fs("SETATTR") { $0.inode = file.inode; $0.mode = kept } }
+        let reply = try byNumber { try fs(.setattr) { $0.inode = file.inode; $0.mode = kept } }
         if let stat = reply.stat { notePushed(stat) }
         file.permissions = kept
     }
@@ -557,14 +557,14 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry] {
         try nameCreated(inDirectories: [inode])
-        let reply = try byNumber { try fs("READDIR", idempotent: true) { $0.inode = inode } }
+        let reply = try byNumber { try fs(.readdir, idempotent: true) { $0.inode = inode } }
         return (reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }
     }
 
     public func releasedir(handle: UInt64) {}
 
     public func statfs() throws -> FileSystemStats {
-        guard let usage = try fs("STATFS", idempotent: true, { _ in }).usage else { throw FileSystemError(EIO) }
+        guard let usage = try fs(.statfs, idempotent: true, { _ in }).usage else { throw FileSystemError(EIO) }
         let block: UInt64 = 4096
         // No fixed inode table: plenty free, and the total is used plus free (`df -i` shows what is used).
         let freeFiles = UInt64(1) << 40
@@ -581,7 +581,7 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
         guard value.count <= Limits.xattrValueBytes else { throw FileSystemError(E2BIG) }
         try nameCreated(inDirectories: [], inodes: [inode])
-        _ = try fs("SETXATTR", xattr: true) {
+        _ = try fs(.setxattr, xattr: true) {
             $0.inode = inode; $0.xattrName = name; $0.xattrValue = .init(value); $0.flags = UInt32(bitPattern: flags)
         }
     }
@@ -591,19 +591,19 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         // ENOTSUP (not ENODATA) lets `ls -l` stop asking for SELinux labels and ACLs on this mount after one file.
         guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
         try nameCreated(inDirectories: [], inodes: [inode])
-        let reply = try fs("GETXATTR", idempotent: true, xattr: true) { $0.inode = inode; $0.xattrName = name }
+        let reply = try fs(.getxattr, idempotent: true, xattr: true) { $0.inode = inode; $0.xattrName = name }
         return Array(reply.xattrValue ?? .init())
     }
 
     public func listxattr(inode: UInt64) throws -> [String] {
         try nameCreated(inDirectories: [], inodes: [inode])
-        return try fs("LISTXATTR", idempotent: true, xattr: true) { $0.inode = inode }.xattrNames ?? []
+        return try fs(.listxattr, idempotent: true, xattr: true) { $0.inode = inode }.xattrNames ?? []
     }
 
     public func removexattr(inode: UInt64, name: String) throws {
         guard Self.isStored(name) else { throw FileSystemError(ENOTSUP) }
         try nameCreated(inDirectories: [], inodes: [inode])
-        _ = try fs("REMOVEXATTR", xattr: true) { $0.inode = inode; $0.xattrName = name }
+        _ = try fs(.removexattr, xattr: true) { $0.inode = inode; $0.xattrName = name }
     }
 
     // MARK: Lifecycle

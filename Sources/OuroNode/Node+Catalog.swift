@@ -169,7 +169,7 @@ extension Node {
     }
 
     /// `FS <OP>`: metadata calls of the mount and the tools.
-    func metadata(_ operation: String, _ request: FSRequest) throws -> FSReply {
+    func metadata(_ operation: FSOperation, _ request: FSRequest) throws -> FSReply {
         var reply = FSReply()
         func stat(_ id: UInt64?) throws -> InodeStat {
             try catalog.read { catalog in catalog.stat(try catalog.existingWithContent(id)) }
@@ -180,7 +180,7 @@ extension Node {
         let uid = request.uid ?? 0
         let gid = request.gid ?? 0
         switch operation {
-        case "LOOKUP":
+        case .lookup:
             reply.stat = try catalog.read { catalog in
                 let name = try PathName.validComponent(request.name ?? "")
                 guard let inode = catalog.lookup(parent: request.parent ?? 0, name: name) else {
@@ -188,16 +188,16 @@ extension Node {
                 }
                 return catalog.stat(inode).withoutContentDetail()  // attributes only; GETATTR on open brings the bytes
             }
-        case "GETATTR":
+        case .getattr:
             reply.stat = try stat(request.inode)
-        case "RESOLVE":
+        case .resolve:
             let path = request.path ?? ""
             reply.stat = try catalog.read { catalog in
                 if path.isEmpty || path == "/" { return catalog.stat(try catalog.existing(Inode.rootID)) }
                 guard let inode = catalog.resolve(try PathName(path)) else { throw OuroError.notFound("\(path) not found") }
                 return catalog.stat(inode)
             }
-        case "READDIR":
+        case .readdir:
             reply.entries = try catalog.read { catalog in
                 let directory = try catalog.existing(request.inode)
                 guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
@@ -209,8 +209,8 @@ extension Node {
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }
             }
-        case "MKDIR", "MKNOD", "SYMLINK":
-            let kind: InodeKind = operation == "MKDIR" ? .directory : operation == "SYMLINK" ? .symlink : (request.kind ?? .file)
+        case .mkdir, .mknod, .symlink:
+            let kind: InodeKind = operation == .mkdir ? .directory : operation == .symlink ? .symlink : (request.kind ?? .file)
             if kind == .symlink {
                 guard let target = request.target, !target.isEmpty, target.utf8.count <= Limits.pathBytes,
                       !target.utf8.contains(0) else { throw OuroError.badRequest("bad symlink target") }
@@ -221,33 +221,33 @@ extension Node {
                                        rdev: request.rdev ?? 0, symlinkTarget: kind == .symlink ? request.target : nil,
                                        version: version, nowNs: now, newID: newInodeID())
             }
-        case "LINK":
+        case .link:
             try mutate { catalog, version, now in
                 try catalog.planLink(inode: request.inode, newParent: request.newParent, newName: request.newName,
                                      version: version, nowNs: now)
             }
-        case "UNLINK":
+        case .unlink:
             try mutate { catalog, version, now in try catalog.planUnlink(parent: request.parent, name: request.name, version: version, nowNs: now) }
-        case "RMDIR":
+        case .rmdir:
             try mutate { catalog, version, now in try catalog.planRmdir(parent: request.parent, name: request.name, version: version, nowNs: now) }
-        case "RENAME":
+        case .rename:
             try mutate { catalog, version, now in
                 try catalog.planRename(parent: request.parent, name: request.name, newParent: request.newParent,
                                        newName: request.newName, flags: request.flags ?? 0, version: version, nowNs: now)
             }
-        case "SETATTR":
+        case .setattr:
             try mutate { catalog, version, now in try catalog.planSetattr(request, version: version, nowNs: now) }
-        case "SETXATTR":
+        case .setxattr:
             try mutate { catalog, version, now in try catalog.planSetxattr(request, version: version, nowNs: now) }
-        case "REMOVEXATTR":
+        case .removexattr:
             try mutate { catalog, version, now in try catalog.planRemovexattr(request, version: version, nowNs: now) }
-        case "GETXATTR":
+        case .getxattr:
             let inode = try stat(request.inode).inode
             guard let value = inode.xattrs[request.xattrName ?? ""] else { throw OuroError.notFound("no such attribute") }
             reply.xattrValue = value
-        case "LISTXATTR":
+        case .listxattr:
             reply.xattrNames = try stat(request.inode).inode.xattrs.keys.sorted()
-        case "CREATE":
+        case .create:
             let bytes = request.data.map { [UInt8]($0) }
             if let bytes, bytes.count > Limits.inlineContentBytes {
                 throw OuroError(.tooLarge, "CREATE carries at most \(Limits.inlineContentBytes) bytes")
@@ -258,12 +258,12 @@ extension Node {
                                            permissions: request.mode ?? 0o644, uid: uid, gid: gid, content: content,
                                            version: version, nowNs: now)
             }
-        case "SETCONTENT":
+        case .setcontent:
             let content = try assembledContent(request.content)
             try mutate { catalog, version, now in
                 try catalog.planWriteContent(inode: request.inode, content: content, version: version, nowNs: now)
             }
-        case "WRITESLICES":
+        case .writeslices:
             var slices = request.slices ?? []
             guard let size = request.sizeBytes, size <= Limits.maxSparseFileBytes, slices.count <= Limits.maxSlices else {
                 throw OuroError.badRequest("WRITESLICES needs a size of at most \(Limits.maxSparseFileBytes) bytes")
@@ -316,7 +316,7 @@ extension Node {
                 try finishPieceCopies(pending)
             }
             reply.regions = compactionCandidates(request.inode, slices)
-        case "COMPACT":
+        case .compact:
             guard let merged = request.content, let offset = request.offset, let seen = request.slices, let cuts = request.cuts else {
                 throw OuroError.badRequest("COMPACT needs the merged content, its offset, the slices it merged and the region's cuts")
             }
@@ -325,12 +325,10 @@ extension Node {
             }
             reply.stat?.inode.content = nil
             reply.regions = catalog.read { $0.regions[request.inode ?? 0]?[offset / Limits.regionBytes] }.map { [$0] }
-        case "STATFS":
+        case .statfs:
             reply.usage = ringUsage()
-        default:
-            throw OuroError.badRequest("unknown FS operation \(operation)")
         }
-        if ["MKDIR", "MKNOD", "CREATE", "SYMLINK", "LINK", "UNLINK", "RMDIR", "RENAME"].contains(operation) {
+        if operation.changesNames {
             // The changed directories' new attributes: the kernel asks for them right after (their mtime moved).
             let parents = Set([request.parent, request.newParent].compactMap { $0 })
             reply.directories = catalog.read { catalog in parents.compactMap { catalog.inode($0).map { catalog.stat($0) } } }

@@ -64,6 +64,8 @@ import Testing
                  ["ERR BAD_REQUEST malformed segment 00000000000000000000000000000001", "PONG"]),
         Exchange("FS SETCONTENT without segments", fsCall("SETCONTENT", #"{"inode":1}"#) + "NODE PING\n",
                  ["ERR BAD_REQUEST SETCONTENT needs segments", "PONG"]),
+        Exchange("FS with a misspelt operation: its payload is never read as commands", fsCall("LOKUP", "NODE PING\n") + pings,
+                 ["ERR BAD_REQUEST unknown FS operation LOKUP"]),
         Exchange("FS … BIN with a truncated binary payload", "FS GETATTR 3 BIN\n\u{1}\u{2}\u{3}NODE PING\n",
                  ["ERR BAD_REQUEST malformed binary payload", "PONG"]),
         Exchange("CHUNK RELAY that names another node", "CHUNK RELAY 0123456789abcdef0123456789abcdef 10 1 1 127.0.0.1:1,127.0.0.1:2\n" + pings,

@@ -77,9 +77,9 @@ import Testing
         Accepted(line: "CATALOG SYNC abc 12", request: .catalogSync(incarnation: "abc", afterSequence: 12)),
         Accepted(line: "CATALOG APPLY 123", request: .catalogApply(lengthBytes: 123), payloadBytes: 123),
         Accepted(line: "CATALOG APPLY 9 DEFER", request: .catalogApply(lengthBytes: 9, deferSync: true), payloadBytes: 9),
-        Accepted(line: "FS LOOKUP 57", request: .fs(operation: "LOOKUP", lengthBytes: 57), payloadBytes: 57),
-        Accepted(line: "FS RENAME 0", request: .fs(operation: "RENAME", lengthBytes: 0)),
-        Accepted(line: "FS GETATTR 9 BIN", request: .fs(operation: "GETATTR", lengthBytes: 9, binary: true), payloadBytes: 9),
+        Accepted(line: "FS LOOKUP 57", request: .fs(operation: .lookup, lengthBytes: 57), payloadBytes: 57),
+        Accepted(line: "FS RENAME 0", request: .fs(operation: .rename, lengthBytes: 0)),
+        Accepted(line: "FS GETATTR 9 BIN", request: .fs(operation: .getattr, lengthBytes: 9, binary: true), payloadBytes: 9),
         Accepted(line: "INODE WRITE 42 100 BIN", request: .inodeWrite(inode: 42, sizeBytes: 100, binary: true), payloadBytes: 100),
     ]
 
@@ -114,6 +114,8 @@ import Testing
         Refused(line: "FILE", reply: "ERR BAD_REQUEST unknown command: FILE"),
         Refused(line: "FILE COPY a b", reply: "ERR BAD_REQUEST unknown command: FILE COPY a b"),
         Refused(line: "FS 123 5", reply: "ERR BAD_REQUEST unknown command: FS 123 5"),
+        Refused(line: "FS LOKUP 5", reply: "ERR BAD_REQUEST unknown FS operation LOKUP"),
+        Refused(line: "FS lookup 5", reply: "ERR BAD_REQUEST unknown FS operation lookup"),
         Refused(line: "X" + String(repeating: "y", count: 100), reply: "ERR BAD_REQUEST unknown command: X" + String(repeating: "y", count: 63)),
         Refused(line: "NODE PING extra", reply: "ERR BAD_REQUEST unexpected arguments: extra"),
         Refused(line: "NODE AUTH", reply: "ERR BAD_REQUEST missing argument"),

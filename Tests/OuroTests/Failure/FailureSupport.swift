@@ -281,7 +281,7 @@ func updatedInPlace(_ files: [(name: String, bytes: [UInt8])], through node: Nod
                                 source: FileContent(id: .random(), sizeBytes: 4096, start: node, copies: 0, chunks: []))
         }
         request.data = Data(data)
-        _ = try client.fs("WRITESLICES", request, idempotent: true)
+        _ = try client.fs(.writeslices, request, idempotent: true)
         updated.append((file.name, bytes))
     }
     return updated
