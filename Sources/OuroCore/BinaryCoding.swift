@@ -41,6 +41,9 @@ public struct BinaryWriter {
     }
 
     public mutating func value<T: BinaryCodable>(_ value: T) { value.encode(to: &self) }
+
+    /// Bytes another writer produced (a value encoded once, written in many places).
+    public mutating func raw(_ encoded: [UInt8]) { bytes += encoded }
 }
 
 /// Reads what `BinaryWriter` wrote; anything short or out of range is a BAD_REQUEST, never a crash.
@@ -55,6 +58,8 @@ public struct BinaryReader {
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     public var isAtEnd: Bool { offset == bytes.count }
+    /// How many bytes have been read.
+    public var position: Int { offset }
 
     private mutating func take(_ count: Int) throws(OuroError) -> ArraySlice<UInt8> {
         guard count >= 0, count <= bytes.count - offset else { throw .badRequest("malformed binary payload") }
@@ -464,5 +469,57 @@ extension FSReply: BinaryCodable {
         directories = try reader.optional { reader throws(OuroError) in try reader.value([InodeStat].self) }
         regions = try reader.optional { reader throws(OuroError) in try reader.value([RegionRecord].self) }
         slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
+    }
+}
+
+/// Catalog records with the bytes each one encodes to: encoded once (or kept as they arrived), then written as they
+/// are to the catalog log, the piece journal and every peer. A commit of a file with many slices otherwise encodes
+/// the same region record three times on its node and once more on every peer.
+public struct EncodedRecords: Sendable {
+    public private(set) var records: [CatalogRecord]
+    public private(set) var encoded: [[UInt8]]
+
+    public init(_ records: [CatalogRecord]) {
+        self.records = records
+        encoded = records.map { WireBinary.encode($0) }
+    }
+
+    private init(records: [CatalogRecord], encoded: [[UInt8]]) {
+        self.records = records
+        self.encoded = encoded
+    }
+
+    public var isEmpty: Bool { records.isEmpty }
+
+    /// The wire form of `[CatalogRecord]`: a count, then each record.
+    public var arrayBytes: [UInt8] {
+        var writer = BinaryWriter(capacity: encoded.reduce(4) { $0 + $1.count })
+        writer.u32(UInt32(encoded.count))
+        for bytes in encoded { writer.raw(bytes) }
+        return writer.bytes
+    }
+
+    public func filter(_ keep: (CatalogRecord) throws -> Bool) rethrows -> EncodedRecords {
+        var kept = EncodedRecords(records: [], encoded: [])
+        for (record, bytes) in zip(records, encoded) where try keep(record) {
+            kept.records.append(record)
+            kept.encoded.append(bytes)
+        }
+        return kept
+    }
+
+    /// Decodes the wire form of `[CatalogRecord]`, keeping each record's bytes.
+    public static func decode(_ payload: [UInt8]) throws(OuroError) -> EncodedRecords {
+        var reader = BinaryReader(payload)
+        let count = Int(try reader.u32())
+        guard count <= payload.count else { throw .badRequest("malformed binary payload") }
+        var decoded = EncodedRecords(records: [], encoded: [])
+        for _ in 0..<count {
+            let start = reader.position
+            decoded.records.append(try reader.value(CatalogRecord.self))
+            decoded.encoded.append(Array(payload[start..<reader.position]))
+        }
+        guard reader.isAtEnd else { throw .badRequest("malformed binary payload: trailing bytes") }
+        return decoded
     }
 }

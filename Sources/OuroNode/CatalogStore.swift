@@ -205,11 +205,12 @@ public final class CatalogStore: @unchecked Sendable {
         return frame.bytes + payload.bytes
     }
 
-    private static func frame(_ entry: LogEntry) -> [UInt8] {
+    /// A log entry (`LogEntry`'s encoding) from a record's bytes.
+    private static func frame(seq: UInt64, encoded: [UInt8]) -> [UInt8] {
         frame { writer in
             writer.u8(1)
-            writer.u64(entry.seq)
-            writer.value(entry.record)
+            writer.u64(seq)
+            writer.raw(encoded)
         }
     }
 
@@ -244,7 +245,7 @@ public final class CatalogStore: @unchecked Sendable {
             writer.string(incarnation)
         }
         for entry in latest.values.sorted(by: { $0.seq < $1.seq }) {
-            bytes += Self.frame(entry)
+            bytes += Self.frame(seq: entry.seq, encoded: WireBinary.encode(entry.record))
         }
         try FileManagerLite.writeAtomically(path, bytes)
         if log.rawValue >= 0 { try? log.close() }
@@ -269,7 +270,13 @@ public final class CatalogStore: @unchecked Sendable {
     /// The fsync runs outside the lock: reads and other merges go on meanwhile.
     @discardableResult
     public func merge(_ records: [CatalogRecord], deferSync: Bool = false) throws -> [CatalogRecord] {
-        let applied = try lock.withLock { try applyLocked(records) }
+        try merge(EncodedRecords(records), deferSync: deferSync)
+    }
+
+    /// `merge` of records as they arrived (their bytes go to the log as they are).
+    @discardableResult
+    public func merge(_ records: EncodedRecords, deferSync: Bool = false) throws -> [CatalogRecord] {
+        let applied = try lock.withLock { try applyLocked(records).records }
         if !deferSync {
             try syncLog()  // also when nothing was new: the same records may have come before with DEFER
         } else if !applied.isEmpty {
@@ -297,12 +304,14 @@ public final class CatalogStore: @unchecked Sendable {
     /// It is durable only after `syncLog()`: the caller overlaps that fsync with sending the change to its peers.
     /// `withRegions: false`: the answer's inode without the slices of its regions (cheap for a file written in
     /// place many times; the writer knows them).
-    public func mutate(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (Catalog.Change, InodeStat?) {
+    /// Returns the change's records encoded (for the peers), and the resulting inode's attributes.
+    public func mutate(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (EncodedRecords, InodeStat?) {
         try lock.withLock {
             let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
-            _ = try applyLocked(change.records)
+            let records = EncodedRecords(change.records)
+            _ = try applyLocked(records)
             let stat = change.resultInode.flatMap { withRegions ? catalog.inode($0) : catalog.baseInode($0) }.map { catalog.stat($0) }
-            return (change, stat)
+            return (records, stat)
         }
     }
 
@@ -311,28 +320,29 @@ public final class CatalogStore: @unchecked Sendable {
     /// lock too, so that whatever is planned on top of them is journalled after them (one fdatasync of a later
     /// record covers the earlier ones). They reach this log only through `appendJournalled`, once the journal is
     /// synced: the log can never hold a record whose pieces might not survive a crash.
+    /// Returns the records that changed something, encoded (for the log and the peers).
     public func mutateJournalled(withRegions: Bool, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change,
-                                 journal: ([CatalogRecord]) throws -> Void) throws -> (Catalog.Change, InodeStat?) {
+                                 journal: (EncodedRecords) throws -> Void) throws -> (EncodedRecords, InodeStat?) {
         try lock.withLock {
             if logFailed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
-            var change = try plan(catalog, nextVersion(), wallClockNanoseconds())
-            try journal(change.records)
-            change.records = change.records.filter { catalog.apply($0) }
-            for record in change.records { clock = max(clock, record.version.clock) }
+            let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
+            let planned = EncodedRecords(change.records)
+            try journal(planned)
+            let applied = planned.filter { catalog.apply($0) }
+            for record in applied.records { clock = max(clock, record.version.clock) }
             let stat = change.resultInode.flatMap { withRegions ? catalog.inode($0) : catalog.baseInode($0) }.map { catalog.stat($0) }
-            return (change, stat)
+            return (applied, stat)
         }
     }
 
     /// Writes journalled records to the log (those not replaced meanwhile); synced within a few milliseconds.
-    public func appendJournalled(_ records: [CatalogRecord]) throws {
+    public func appendJournalled(_ records: EncodedRecords) throws {
         let appended: Bool = try lock.withLock {
             var bytes: [UInt8] = []
-            for record in records where catalog.holds(record) {
+            for (record, encoded) in zip(records.records, records.encoded) where catalog.holds(record) {
                 sequence += 1
-                let entry = LogEntry(seq: sequence, record: record)
-                remember(entry)
-                bytes += Self.frame(entry)
+                remember(LogEntry(seq: sequence, record: record))
+                bytes += Self.frame(seq: sequence, encoded: encoded)
             }
             guard !bytes.isEmpty else { return false }
             do {
@@ -390,18 +400,16 @@ public final class CatalogStore: @unchecked Sendable {
     }
 
     /// Applies and appends to the log (not fsynced: see `syncLog()`).
-    private func applyLocked(_ records: [CatalogRecord]) throws -> [CatalogRecord] {
-        var applied: [CatalogRecord] = []
+    private func applyLocked(_ records: EncodedRecords) throws -> EncodedRecords {
         var bytes: [UInt8] = []
-        for record in records where catalog.apply(record) {
+        let applied = records.filter { catalog.apply($0) }
+        for (record, encoded) in zip(applied.records, applied.encoded) {
             sequence += 1
             clock = max(clock, record.version.clock)
-            let entry = LogEntry(seq: sequence, record: record)
-            remember(entry)
-            bytes += Self.frame(entry)
-            applied.append(record)
+            remember(LogEntry(seq: sequence, record: record))
+            bytes += Self.frame(seq: sequence, encoded: encoded)
         }
-        guard !bytes.isEmpty else { return [] }
+        guard !bytes.isEmpty else { return applied }
         do {
             try reserveLogSpace(Int64(bytes.count))
             _ = try bytes.withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logEnd, $0) }

@@ -37,8 +37,8 @@ extension Node {
     /// answer; the other peers fsync it a few milliseconds later, with what else came meanwhile (`… DEFER`).
     @discardableResult
     func commitAndBroadcast(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
-        let (change, stat) = try catalog.mutate(withRegions: withRegions, plan)
-        let pending = sendToPeers(change.records)
+        let (records, stat) = try catalog.mutate(withRegions: withRegions, plan)
+        let pending = sendToPeers(records)
         try catalog.syncLog()
         let delivered = awaitPeers(pending)
         syncElsewhereIfNeeded(pending, delivered: delivered)
@@ -79,9 +79,9 @@ extension Node {
     }
 
     /// Sends `records` to every other live node without waiting for the answers (no thread per peer).
-    func sendToPeers(_ records: [CatalogRecord]) -> [PendingApply] {
+    func sendToPeers(_ records: EncodedRecords) -> [PendingApply] {
         guard !records.isEmpty else { return [] }
-        let body = WireBinary.encode(records)
+        let body = records.arrayBytes
         let live = netmap.liveAddresses
         let after = live.firstIndex(of: address).map { $0 + 1 } ?? 0
         let peers = (live[after...] + live[..<after]).filter { $0 != address }

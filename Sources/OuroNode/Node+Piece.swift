@@ -267,11 +267,11 @@ extension Node {
         var pending = otherCopies(of: piece, data: data)
         var ticket: PieceJournal.Ticket?
         var declined = false
-        let change: Catalog.Change
+        let records: EncodedRecords
         let stat: InodeStat?
         do {
-            (change, stat) = try catalog.mutateJournalled(withRegions: false, plan(stored)) { records in
-                ticket = try pieceJournal.writeCommit(pieces: local, records: records)
+            (records, stat) = try catalog.mutateJournalled(withRegions: false, plan(stored)) { planned in
+                ticket = try pieceJournal.writeCommit(pieces: local, records: planned)
                 if ticket == nil {
                     declined = true
                     throw OuroError(.unavailable, "the piece journal is full")
@@ -286,12 +286,12 @@ extension Node {
         pending = pending.map(sendPieceCopy)
         do {
             try pieceJournal.sync(ticket)
-            try catalog.appendJournalled(change.records)
+            try catalog.appendJournalled(records)
         } catch {
             for copy in pending { copy.connection?.socket.abort() }
             throw error
         }
-        let peers = sendToPeers(change.records)
+        let peers = sendToPeers(records)
         let delivered = awaitPeers(peers)
         syncElsewhereIfNeeded(peers, delivered: delivered)
         try finishPieceCopies(pending)

@@ -238,7 +238,7 @@ extension Node {
             let payload = try session.reader.readBytes(length)
             // The payload is consumed: from here on an error is answered and the connection carries on.
             do {
-                try catalog.merge(WireBinary.decode([CatalogRecord].self, from: payload), deferSync: deferSync)
+                try catalog.merge(EncodedRecords.decode(payload), deferSync: deferSync)
                 try session.reply("OK")
             } catch let error as OuroError {
                 try session.reply(error.line)

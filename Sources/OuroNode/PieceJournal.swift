@@ -100,11 +100,10 @@ final class PieceJournal: @unchecked Sendable {
 
     /// A commit's local piece copies and its catalog records, written (not yet synced) as one append. Nil when the
     /// journal cannot take it; the caller then stores and commits the ordinary way.
-    func writeCommit(pieces: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)], records: [CatalogRecord]) throws -> Ticket? {
-        var catalogBytes = BinaryWriter()
-        catalogBytes.value(records)
-        let total = pieces.reduce(0) { $0 + Self.recordHeaderBytes + $1.bytes.count } + Self.recordHeaderBytes + catalogBytes.bytes.count
-        guard catalogBytes.bytes.count <= Self.maxRecordBytes else { return nil }
+    func writeCommit(pieces: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)], records: EncodedRecords) throws -> Ticket? {
+        let catalogBytes = records.arrayBytes
+        let total = pieces.reduce(0) { $0 + Self.recordHeaderBytes + $1.bytes.count } + Self.recordHeaderBytes + catalogBytes.count
+        guard catalogBytes.count <= Self.maxRecordBytes else { return nil }
         return try lock.withLock {
             guard !broken, journals[active].end + total <= Self.journalBytes else { return nil }
             let journal = journals[active]
@@ -119,10 +118,10 @@ final class PieceJournal: @unchecked Sendable {
                 buffer += piece.bytes
             }
             var header = [UInt8](repeating: 0, count: Self.recordHeaderBytes)
-            Self.encodeHeader(&header, generation: journal.generation, chunk: nil, length: catalogBytes.bytes.count,
-                              crc32c: CRC32C.checksum(catalogBytes.bytes))
+            Self.encodeHeader(&header, generation: journal.generation, chunk: nil, length: catalogBytes.count,
+                              crc32c: CRC32C.checksum(catalogBytes))
             buffer += header
-            buffer += catalogBytes.bytes
+            buffer += catalogBytes
             do {
                 try buffer.withUnsafeBytes { raw in _ = try journal.fd.writeAll(toAbsoluteOffset: Int64(journal.end), raw) }
             } catch {

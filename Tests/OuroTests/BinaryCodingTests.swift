@@ -38,6 +38,30 @@ import Testing
         #expect(try decoded[2].inode?.content?.checkedInlineBytes() == Array("hello, inline".utf8))
     }
 
+    /// Records encoded once keep each record's own bytes: the log, the journal and the peers get exactly what
+    /// encoding each record (or the array) would give, and bytes as they arrived decode back to the same.
+    @Test func encodedRecordsAreTheirOwnEncoding() throws {
+        let records = [
+            CatalogRecord(Self.fullInode),
+            CatalogRecord(Dirent(parent: 1, name: "kept", version: Version(clock: 3, origin: "n"), inode: 77)),
+            CatalogRecord(Dirent(parent: 1, name: "dropped", version: Version(clock: 4, origin: "n"), inode: nil)),
+            CatalogRecord(PlacementRecord(content: ContentID.random(), chunk: 2, holders: Self.holders, version: Version(clock: 5, origin: "m"))),
+        ]
+        let encoded = EncodedRecords(records)
+        #expect(encoded.arrayBytes == WireBinary.encode(records))
+        #expect(encoded.encoded == records.map { WireBinary.encode($0) })
+        let arrived = try EncodedRecords.decode(encoded.arrayBytes)
+        #expect(arrived.records == records)
+        #expect(arrived.encoded == encoded.encoded)
+        let kept = arrived.filter { $0.dirent?.name != "dropped" }
+        #expect(kept.records == records.filter { $0.dirent?.name != "dropped" })
+        #expect(kept.arrayBytes == WireBinary.encode(kept.records))
+        #expect(EncodedRecords([]).arrayBytes == WireBinary.encode([CatalogRecord]()))
+        #expect(throws: OuroError.self) { try EncodedRecords.decode(encoded.arrayBytes + [0]) }
+        #expect(throws: OuroError.self) { try EncodedRecords.decode(Array(encoded.arrayBytes.dropLast())) }
+        #expect(throws: OuroError.self) { try EncodedRecords.decode([0xFF, 0xFF, 0xFF, 0x7F]) }
+    }
+
     @Test func metadataCallsRoundTrip() throws {
         var request = FSRequest()
         request.parent = 1
