@@ -24,6 +24,8 @@ public enum FSOperation: String, CaseIterable, Sendable {
     case writeslices = "WRITESLICES"
     case compact = "COMPACT"
     case statfs = "STATFS"
+    /// Makes every change the node has applied durable (`fsync` of a directory).
+    case sync = "SYNC"
 
     /// Operations that add or remove a name: the answer carries the changed directories' new attributes (their
     /// mtime moved, and the kernel asks for them right after).
@@ -120,6 +122,8 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     public var chunkFiles: Int
     public var chunkBytes: UInt64
     public var catalogRecords: Int
+    /// Catalog changes written to this node's log but not fsynced yet (namespace changes, for a few milliseconds).
+    public var catalogUnsyncedRecords: Int?
     public var underReplicatedChunks: Int
     public var repair: String
     public var netmap: Netmap

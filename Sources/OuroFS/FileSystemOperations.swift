@@ -113,6 +113,8 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     /// All entries except "." and ".."; the adapter adds those and pages through the list by offset.
     func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry]
     func releasedir(handle: UInt64)
+    /// `fsync` of a directory: the changes of names made so far are durable when it returns.
+    func fsyncdir(inode: UInt64) throws
     func statfs() throws -> FileSystemStats
     func setxattr(inode: UInt64, name: String, value: [UInt8], flags: Int32) throws
     func getxattr(inode: UInt64, name: String) throws -> [UInt8]

@@ -8,7 +8,7 @@ import Synchronization
 /// Every request is answered exactly once, on the libfuse worker thread that received it: with the success reply,
 /// or with `fuse_reply_err` carrying the errno of a thrown `FileSystemError` (EIO for any other error).
 /// Operations missing from the table (lseek, fallocate, copy_file_range, ioctl, bmap, locks, access, poll,
-/// fsyncdir, ...) are answered ENOSYS by libfuse, and the kernel then falls back to its generic behaviour.
+/// ...) are answered ENOSYS by libfuse, and the kernel then falls back to its generic behaviour.
 ///
 /// Lookup counts: the kernel counts one lookup for every entry reply (lookup, mknod, mkdir, symlink, link, create)
 /// and for every readdirplus entry except "." and "..", and hands them all back with `forget`. Readdirplus entries
@@ -76,6 +76,7 @@ final class FuseAdapter {
             adapter(req).readdir(req!, size, offset, DirectoryStream.of(fi!), plus: true)
         }
         ops.releasedir = { req, _, fi in adapter(req).releasedir(req!, fi!) }
+        ops.fsyncdir = { req, inode, _, _ in adapter(req).fsyncdir(req!, inode) }
         ops.statfs = { req, _ in adapter(req).statfs(req!) }
         ops.setxattr = { req, inode, name, value, size, flags in
             adapter(req).setxattr(req!, inode, name!, UnsafeRawBufferPointer(start: value, count: size), flags)
@@ -312,6 +313,13 @@ final class FuseAdapter {
     private func releasedir(_ req: fuse_req_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         releaseStream(fi)
         fuse_reply_err(req, 0)
+    }
+
+    private func fsyncdir(_ req: fuse_req_t, _ inode: UInt64) {
+        answer(req) {
+            try fileSystem.fsyncdir(inode: inode)
+            fuse_reply_err(req, 0)
+        }
     }
 
     private func releaseStream(_ fi: UnsafeMutablePointer<fuse_file_info>) {

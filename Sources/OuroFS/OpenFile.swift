@@ -293,16 +293,21 @@ final class OpenFile: @unchecked Sendable {
 
     /// Pushes the spool as the file's new content (close, fsync); the error goes back to the application.
     /// Holds `pushLock` throughout, `lock` only to change the state (see `pushLock`).
-    func flush() throws {
+    /// Pushes what was written; returns whether a commit of bytes was made (durable before the answer, with every
+    /// namespace change before it).
+    @discardableResult
+    func flush() throws -> Bool {
         try pushLock.withLock {
-            if fileSystem.isPending(inode), try nameCreatedFile() { return }
-            guard dirty else { return }
+            // A modification time set by the application goes after the bytes, as a namespace change.
+            let (wasDirty, mtimeAfter) = lock.withLock { (dirty, pendingMtime != nil) }
+            if fileSystem.isPending(inode), try nameCreatedFile() { return wasDirty && !mtimeAfter }
+            guard dirty else { return false }
             let size = sizeBytes
             let spool = spool
             do {
                 if let updated = try writeInPlace() {
                     try pushed(updated)
-                    return
+                    return !mtimeAfter
                 }
                 try fillSpool(holdingLock: false)
                 try extendSpool()
@@ -310,12 +315,14 @@ final class OpenFile: @unchecked Sendable {
                     try ring.call(idempotent: true) { node in try node.writeInode(inode, file: spool, sizeBytes: size) }
                 }
                 try pushed(updated)
+                return !mtimeAfter
             } catch where (error as? OuroError)?.code == .gone {
                 // Deleted while open (here or through another mount): as with an unlinked local file, the bytes
                 // written stay readable through the handles and go with the last one; close succeeds. (Only on
                 // GONE: a node that merely does not know the inode yet answers NOT_FOUND, and that is an error.)
                 lock.withLock { dirty = false }
                 fileSystem.logger.debug("writes to a deleted file dropped", metadata: ["inode": "\(inode)"])
+                return false
             } catch {
                 fileSystem.logger.error("push failed", metadata: ["inode": "\(inode)", "bytes": "\(size)", "error": "\(error)"])
                 throw FileSystemError(error)

@@ -35,6 +35,8 @@ public final class CatalogStore: @unchecked Sendable {
     /// The last sequence number known to be on disk: `CATALOG SYNC` serves nothing newer, so no peer's cursor can
     /// pass a record a crash might still take back (and whose number a later record would then reuse).
     private var durableSequence: UInt64 = 0
+    /// The last record appended that is durable only once this log is fsynced (not one from the piece journal).
+    private var unjournalledSequence: UInt64 = 0
     private var clock: UInt64 = 0
     private var log: FileDescriptor
     /// Where the next frame goes, and how far the file is written with zeros: appends overwrite zeros written ahead
@@ -285,8 +287,24 @@ public final class CatalogStore: @unchecked Sendable {
         return applied
     }
 
-    public static let deferredSyncMilliseconds = 10
+    /// How soon a deferred fsync runs; `OURO_CATALOG_SYNC_DELAY_MS` changes it (tests stretch it to see what is
+    /// durable before it).
+    public static let deferredSyncMilliseconds = getenv("OURO_CATALOG_SYNC_DELAY_MS")
+        .flatMap { Int(String(cString: $0)) }.map { max(0, $0) } ?? 10
     private var syncScheduled = false
+
+    /// How many of the records appended to the log are on no disk of this node yet (at most: records durable
+    /// through the piece journal, interleaved, are counted too): namespace changes, and peers' changes that came
+    /// with `DEFER`.
+    public var unsyncedRecords: Int {
+        lock.withLock { Int(unjournalledSequence - min(unjournalledSequence, durableSequence)) }
+    }
+
+    /// Makes what was appended so far durable within `deferredSyncMilliseconds`, sharing the fsync with whatever
+    /// else comes meanwhile (a namespace change; see `commitAndBroadcast`).
+    public func syncSoon() {
+        if unsyncedRecords > 0 { scheduleSync() }
+    }
 
     private func scheduleSync() {
         let first = lock.withLock {
@@ -414,6 +432,7 @@ public final class CatalogStore: @unchecked Sendable {
             try reserveLogSpace(Int64(bytes.count))
             _ = try bytes.withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logEnd, $0) }
             logEnd += Int64(bytes.count)
+            unjournalledSequence = sequence
         } catch let error as Errno {
             // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge, now or later.
             logFailed = true

@@ -29,20 +29,73 @@ struct SyncBatch: BinaryCodable {
     }
 }
 
+/// When a commit is durable: before its answer, or within a few milliseconds (namespace changes, as in a local file
+/// system: see docs/design.md, Catalog model).
+enum CommitDurability: Sendable {
+    case now
+    case lazy
+}
+
 extension Node {
     /// Applies a change here (durably), then sends its records to every other live node and waits for them, so a
     /// client that reads from any node afterwards sees it (close-to-open). A node that misses it catches up by sync.
     /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two. The change is on disk on
     /// as many disks as a file has copies (this node's, then those of the next nodes in ring order) before the
     /// answer; the other peers fsync it a few milliseconds later, with what else came meanwhile (`… DEFER`).
+    /// `.lazy` (a namespace change): written here and applied on every live peer before the answer, fsynced
+    /// everywhere within a few milliseconds, or at once by `FS SYNC` or the next synchronous commit.
     @discardableResult
-    func commitAndBroadcast(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
+    func commitAndBroadcast(withRegions: Bool = true, durability: CommitDurability = .now,
+                            _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
         let (records, stat) = try catalog.mutate(withRegions: withRegions, plan)
-        let pending = sendToPeers(records)
+        switch durability {
+        case .now:
+            let pending = sendToPeers(records)
+            try catalog.syncLog()
+            let delivered = awaitPeers(pending)
+            syncElsewhereIfNeeded(pending, delivered: delivered)
+        case .lazy:
+            awaitPeers(sendToPeers(records, durability: .lazy))
+            catalog.syncSoon()
+        }
+        return stat
+    }
+
+    /// `FS SYNC` (`fsync` of a directory, or of a file with nothing to push): everything this node has applied is
+    /// made durable on as many disks as a file has copies, as a synchronous commit would make it: our log, and
+    /// the logs of the peers after us in ring order, one per disk. The peers hold the same namespace changes (they
+    /// applied them before the answers) and an empty `CATALOG APPLY` fsyncs theirs.
+    func syncCatalog() throws {
+        let peers = peersInRingOrder()
+        let empty = EncodedRecords([]).arrayBytes
+        let chosen = peersThatSyncNow(peers)
+        let pending = peers.filter(chosen.contains).map { peer in
+            var pending = PendingApply(peer: peer, connection: nil, syncNow: true, body: empty)
+            pending.connection = try? send(pending, on: pool.take(peer))
+            return pending
+        }
         try catalog.syncLog()
         let delivered = awaitPeers(pending)
-        syncElsewhereIfNeeded(pending, delivered: delivered)
-        return stat
+        // A peer that did not confirm: the next ones on other disks instead, one at a time.
+        var missing = pending.count - delivered.count
+        guard missing > 0 else { return }
+        let covered = Set(([ownDisk] + delivered.map { peerDisks.disk(of: $0) }).compactMap { $0 })
+        let others = peers.filter { peer in !pending.contains { $0.peer == peer } }
+        for peer in Self.syncPeers(others, covered: covered, wanted: missing, diskOf: { peerDisks.disk(of: $0) }) {
+            var again = PendingApply(peer: peer, connection: nil, syncNow: true, body: empty)
+            again.connection = try? send(again, on: pool.take(peer))
+            if awaitPeers([again]).contains(peer) { missing -= 1 }
+            if missing == 0 { return }
+        }
+        logger.warning("the catalog is on fewer disks than a file has copies; the peers catch up by sync",
+                       metadata: ["missing": "\(missing)"])
+    }
+
+    /// The other live members, starting after this node in ring order.
+    func peersInRingOrder() -> [NodeAddress] {
+        let live = netmap.liveAddresses
+        let after = live.firstIndex(of: address).map { $0 + 1 } ?? 0
+        return (live[after...] + live[..<after]).filter { $0 != address }
     }
 
     /// One `CATALOG APPLY` in flight to a peer.
@@ -79,13 +132,12 @@ extension Node {
     }
 
     /// Sends `records` to every other live node without waiting for the answers (no thread per peer).
-    func sendToPeers(_ records: EncodedRecords) -> [PendingApply] {
+    /// `.now`: the peers after this node that make it durable on `copies` disks fsync before they answer.
+    func sendToPeers(_ records: EncodedRecords, durability: CommitDurability = .now) -> [PendingApply] {
         guard !records.isEmpty else { return [] }
         let body = records.arrayBytes
-        let live = netmap.liveAddresses
-        let after = live.firstIndex(of: address).map { $0 + 1 } ?? 0
-        let peers = (live[after...] + live[..<after]).filter { $0 != address }
-        let syncNow = peersThatSyncNow(peers)
+        let peers = peersInRingOrder()
+        let syncNow = durability == .now ? peersThatSyncNow(peers) : []
         return peers.map { peer in
             var pending = PendingApply(peer: peer, connection: nil, syncNow: syncNow.contains(peer), body: body)
             pending.connection = try? send(pending, on: pool.take(peer))
@@ -153,7 +205,8 @@ extension Node {
                     try connection.send("CATALOG SYNC \(incarnation) \(after)")
                     return try connection.readBinary(SyncBatch.self)
                 }
-                let applied = try catalog.merge(batch.records)
+                // A peer hands out only records on its disk already: ours follows within a few milliseconds.
+                let applied = try catalog.merge(batch.records, deferSync: true)
                 if !applied.isEmpty {
                     logger.debug("caught up from peer", metadata: ["peer": "\(peer)", "records": "\(applied.count)"])
                 }
@@ -174,8 +227,9 @@ extension Node {
         func stat(_ id: UInt64?) throws -> InodeStat {
             try catalog.read { catalog in catalog.stat(try catalog.existingWithContent(id)) }
         }
-        func mutate(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws {
-            reply.stat = try commitAndBroadcast(withRegions: withRegions, plan)
+        func mutate(withRegions: Bool = true, _ durability: CommitDurability = .now,
+                    _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws {
+            reply.stat = try commitAndBroadcast(withRegions: withRegions, durability: durability, plan)
         }
         let uid = request.uid ?? 0
         let gid = request.gid ?? 0
@@ -215,32 +269,32 @@ extension Node {
                 guard let target = request.target, !target.isEmpty, target.utf8.count <= Limits.pathBytes,
                       !target.utf8.contains(0) else { throw OuroError.badRequest("bad symlink target") }
             }
-            try mutate { catalog, version, now in
+            try mutate(.lazy) { catalog, version, now in
                 try catalog.planCreate(parent: request.parent, name: request.name, kind: kind,
                                        permissions: request.mode ?? (kind == .directory ? 0o755 : 0o644), uid: uid, gid: gid,
                                        rdev: request.rdev ?? 0, symlinkTarget: kind == .symlink ? request.target : nil,
                                        version: version, nowNs: now, newID: newInodeID())
             }
         case .link:
-            try mutate { catalog, version, now in
+            try mutate(.lazy) { catalog, version, now in
                 try catalog.planLink(inode: request.inode, newParent: request.newParent, newName: request.newName,
                                      version: version, nowNs: now)
             }
         case .unlink:
-            try mutate { catalog, version, now in try catalog.planUnlink(parent: request.parent, name: request.name, version: version, nowNs: now) }
+            try mutate(.lazy) { catalog, version, now in try catalog.planUnlink(parent: request.parent, name: request.name, version: version, nowNs: now) }
         case .rmdir:
-            try mutate { catalog, version, now in try catalog.planRmdir(parent: request.parent, name: request.name, version: version, nowNs: now) }
+            try mutate(.lazy) { catalog, version, now in try catalog.planRmdir(parent: request.parent, name: request.name, version: version, nowNs: now) }
         case .rename:
-            try mutate { catalog, version, now in
+            try mutate(.lazy) { catalog, version, now in
                 try catalog.planRename(parent: request.parent, name: request.name, newParent: request.newParent,
                                        newName: request.newName, flags: request.flags ?? 0, version: version, nowNs: now)
             }
         case .setattr:
-            try mutate { catalog, version, now in try catalog.planSetattr(request, version: version, nowNs: now) }
+            try mutate(.lazy) { catalog, version, now in try catalog.planSetattr(request, version: version, nowNs: now) }
         case .setxattr:
-            try mutate { catalog, version, now in try catalog.planSetxattr(request, version: version, nowNs: now) }
+            try mutate(.lazy) { catalog, version, now in try catalog.planSetxattr(request, version: version, nowNs: now) }
         case .removexattr:
-            try mutate { catalog, version, now in try catalog.planRemovexattr(request, version: version, nowNs: now) }
+            try mutate(.lazy) { catalog, version, now in try catalog.planRemovexattr(request, version: version, nowNs: now) }
         case .getxattr:
             let inode = try stat(request.inode).inode
             guard let value = inode.xattrs[request.xattrName ?? ""] else { throw OuroError.notFound("no such attribute") }
@@ -253,7 +307,8 @@ extension Node {
                 throw OuroError(.tooLarge, "CREATE carries at most \(Limits.inlineContentBytes) bytes")
             }
             let content = bytes.map { FileContent(id: .random(), inline: $0, start: address) }
-            try mutate { catalog, version, now in
+            // A name without bytes is a namespace change; bytes are content, durable before the answer.
+            try mutate(content == nil ? .lazy : .now) { catalog, version, now in
                 try catalog.planCreateFile(parent: request.parent, name: request.name, id: request.inode,
                                            permissions: request.mode ?? 0o644, uid: uid, gid: gid, content: content,
                                            version: version, nowNs: now)
@@ -327,6 +382,8 @@ extension Node {
             reply.regions = catalog.read { $0.regions[request.inode ?? 0]?[offset / Limits.regionBytes] }.map { [$0] }
         case .statfs:
             reply.usage = ringUsage()
+        case .sync:
+            try syncCatalog()
         }
         if operation.changesNames {
             // The changed directories' new attributes: the kernel asks for them right after (their mtime moved).

@@ -284,6 +284,9 @@ extension Node {
         defer { pieceJournal.logged(ticket) }
         // The copies elsewhere go out while this node's journal is synced.
         pending = pending.map(sendPieceCopy)
+        // Namespace changes not fsynced yet (the file's own name, often) become durable with this commit, as in
+        // any synchronous commit: the log is fsynced too, while the peers apply.
+        let namesPending = catalog.unsyncedRecords > 0
         do {
             try pieceJournal.sync(ticket)
             try catalog.appendJournalled(records)
@@ -292,6 +295,13 @@ extension Node {
             throw error
         }
         let peers = sendToPeers(records)
+        if namesPending {
+            do { try catalog.syncLog() } catch {
+                _ = awaitPeers(peers)
+                for copy in pending { copy.connection?.socket.abort() }
+                throw error
+            }
+        }
         let delivered = awaitPeers(peers)
         syncElsewhereIfNeeded(peers, delivered: delivered)
         try finishPieceCopies(pending)

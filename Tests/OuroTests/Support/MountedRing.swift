@@ -31,11 +31,12 @@ final class MountedRing: @unchecked Sendable {
     /// Starts `nodes` nodes (`--copies copies`, `--gossip-interval 200`) and mounts the ring once on each node
     /// listed in `mountOn` (mount 0 is `$M` in scripts, mount 1 is `$M1`).
     init(nodes: Int = 3, copies: Int = 2, mountOn: [Int] = [0], attrTimeoutSeconds: Double = 1,
-         diskBytes: Int? = nil, label: String = "mount") throws {
+         diskBytes: Int? = nil, nodeEnvironment: [String: String] = [:], label: String = "mount") throws {
         MountSweeper.sweepOnce()
         var settings = Ring.Settings()
         settings.copies = copies
         settings.diskBytes = diskBytes
+        settings.environment = nodeEnvironment
         settings.gossipIntervalMilliseconds = 200
         ring = try Ring(nodes: nodes, settings: settings, label: "\(label)-ring")
         do {
@@ -210,11 +211,11 @@ final class MountedRing: @unchecked Sendable {
     /// Starts a mounted ring, runs `body`, and always shuts everything down; then records an issue for every
     /// driver that did not exit 0 after its unmount and for anything left behind. `body`'s error is rethrown.
     static func with(nodes: Int = 3, copies: Int = 2, mountOn: [Int] = [0], attrTimeoutSeconds: Double = 1,
-                     diskBytes: Int? = nil, label: String = "mount", sourceLocation: SourceLocation = #_sourceLocation,
-                     _ body: (MountedRing) throws -> Void) throws {
+                     diskBytes: Int? = nil, nodeEnvironment: [String: String] = [:], label: String = "mount",
+                     sourceLocation: SourceLocation = #_sourceLocation, _ body: (MountedRing) throws -> Void) throws {
         let started = Deadline.now
-        let mounted = try MountedRing(nodes: nodes, copies: copies, mountOn: mountOn,
-                                      attrTimeoutSeconds: attrTimeoutSeconds, diskBytes: diskBytes, label: label)
+        let mounted = try MountedRing(nodes: nodes, copies: copies, mountOn: mountOn, attrTimeoutSeconds: attrTimeoutSeconds,
+                                      diskBytes: diskBytes, nodeEnvironment: nodeEnvironment, label: label)
         var failure: Error?
         do { try body(mounted) } catch { failure = error }
         defer {

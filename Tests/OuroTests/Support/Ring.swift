@@ -289,21 +289,31 @@ final class Ring: @unchecked Sendable {
 
     /// `FILE STAT`: the file's inode with its recorded placement.
     func stat(_ index: Int, name: String) throws -> InodeStat {
+        try requestJSON(index, "FILE STAT \(name)", InodeStat.self)
+    }
+
+    /// `NODE INFO`: the node's state.
+    func info(_ index: Int) throws -> NodeInfo {
+        try requestJSON(index, "NODE INFO", NodeInfo.self)
+    }
+
+    /// Sends `line` and decodes its `OK <length>` JSON answer.
+    func requestJSON<T: Decodable>(_ index: Int, _ line: String, _ type: T.Type) throws -> T {
         let socket = try connect(index)
-        try socket.send("FILE STAT \(name)\n")
-        guard let line = try socket.readLine(), line.hasPrefix("OK "), let length = Int(line.dropFirst(3)) else {
-            throw TestFailure("FILE STAT \(name) was refused")
+        try socket.send(line + "\n")
+        guard let answer = try socket.readLine(), answer.hasPrefix("OK "), let length = Int(answer.dropFirst(3)) else {
+            throw TestFailure("\(line) was refused")
         }
         var body = [UInt8](repeating: 0, count: length)
         var filled = 0
         try body.withUnsafeMutableBytes { raw in
             while filled < length {
                 let count = try socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
-                guard count > 0 else { throw TestFailure("FILE STAT reply cut short") }
+                guard count > 0 else { throw TestFailure("\(line) reply cut short") }
                 filled += count
             }
         }
-        return try WireJSON.decode(InodeStat.self, from: body)
+        return try WireJSON.decode(T.self, from: body)
     }
 
     // MARK: Disk
