@@ -67,28 +67,11 @@ extension Node {
     /// applied them before the answers) and an empty `CATALOG APPLY` fsyncs theirs.
     func syncCatalog() throws {
         let peers = peersInRingOrder()
-        let empty = EncodedRecords([]).arrayBytes
         let chosen = peersThatSyncNow(peers)
-        let pending = peers.filter(chosen.contains).map { peer in
-            var pending = PendingApply(peer: peer, connection: nil, syncNow: true, body: empty)
-            pending.connection = try? send(pending, on: pool.take(peer))
-            return pending
-        }
+        let pending = sendApply(EncodedRecords([]).arrayBytes, to: peers.filter(chosen.contains), syncNow: chosen)
         try catalog.syncLog()
         let delivered = awaitPeers(pending)
-        // A peer that did not confirm: the next ones on other disks instead, one at a time.
-        var missing = pending.count - delivered.count
-        guard missing > 0 else { return }
-        let covered = Set(([ownDisk] + delivered.map { peerDisks.disk(of: $0) }).compactMap { $0 })
-        let others = peers.filter { peer in !pending.contains { $0.peer == peer } }
-        for peer in Self.syncPeers(others, covered: covered, wanted: missing, diskOf: { peerDisks.disk(of: $0) }) {
-            var again = PendingApply(peer: peer, connection: nil, syncNow: true, body: empty)
-            again.connection = try? send(again, on: pool.take(peer))
-            if awaitPeers([again]).contains(peer) { missing -= 1 }
-            if missing == 0 { return }
-        }
-        logger.warning("the catalog is on fewer disks than a file has copies; the peers catch up by sync",
-                       metadata: ["missing": "\(missing)"])
+        syncElsewhereIfNeeded(pending, delivered: delivered, candidates: peers.filter { !chosen.contains($0) })
     }
 
     /// The other live members, starting after this node in ring order.
@@ -111,17 +94,16 @@ extension Node {
     }
 
     /// A peer that was to fsync the change before the answer did not confirm it: the peers that applied it with
-    /// `DEFER` are asked to fsync it now (a plain `CATALOG APPLY` of the same records: nothing new to apply, the
-    /// log is fsynced), one per disk not holding it yet, so the answer still waits for `copies` disks.
-    func syncElsewhereIfNeeded(_ pending: [PendingApply], delivered: Set<NodeAddress>) {
+    /// `DEFER` (or `candidates`) are asked to fsync it now (a plain `CATALOG APPLY` of the same records: nothing new
+    /// to apply, the log is fsynced), one per disk not holding it yet, so the answer still waits for `copies` disks.
+    func syncElsewhereIfNeeded(_ pending: [PendingApply], delivered: Set<NodeAddress>, candidates: [NodeAddress]? = nil) {
         var missing = pending.filter { $0.syncNow && !delivered.contains($0.peer) }.count
-        guard missing > 0 else { return }
+        guard missing > 0, let body = pending.first?.body else { return }
         let synced = pending.filter { $0.syncNow && delivered.contains($0.peer) }.map(\.peer)
         let covered = Set(([ownDisk] + synced.map { peerDisks.disk(of: $0) }).compactMap { $0 })
-        let deferred = pending.filter { !$0.syncNow && delivered.contains($0.peer) }
-        for peer in Self.syncPeers(deferred.map(\.peer), covered: covered, wanted: missing, diskOf: { peerDisks.disk(of: $0) }) {
-            var again = deferred.first { $0.peer == peer }!
-            again.syncNow = true
+        let others = candidates ?? pending.filter { !$0.syncNow && delivered.contains($0.peer) }.map(\.peer)
+        for peer in Self.syncPeers(others, covered: covered, wanted: missing, diskOf: { peerDisks.disk(of: $0) }) {
+            var again = PendingApply(peer: peer, connection: nil, syncNow: true, body: body)
             again.connection = try? send(again, on: pool.take(peer))
             if awaitPeers([again]).contains(peer) { missing -= 1 }
         }
@@ -135,10 +117,13 @@ extension Node {
     /// `.now`: the peers after this node that make it durable on `copies` disks fsync before they answer.
     func sendToPeers(_ records: EncodedRecords, durability: CommitDurability = .now) -> [PendingApply] {
         guard !records.isEmpty else { return [] }
-        let body = records.arrayBytes
         let peers = peersInRingOrder()
-        let syncNow = durability == .now ? peersThatSyncNow(peers) : []
-        return peers.map { peer in
+        return sendApply(records.arrayBytes, to: peers, syncNow: durability == .now ? peersThatSyncNow(peers) : [])
+    }
+
+    /// Sends one `CATALOG APPLY` of `body` to each of `peers`, those in `syncNow` without `DEFER`.
+    private func sendApply(_ body: [UInt8], to peers: [NodeAddress], syncNow: Set<NodeAddress>) -> [PendingApply] {
+        peers.map { peer in
             var pending = PendingApply(peer: peer, connection: nil, syncNow: syncNow.contains(peer), body: body)
             pending.connection = try? send(pending, on: pool.take(peer))
             return pending

@@ -128,9 +128,9 @@ extension Node {
     func info() -> NodeInfo {
         let stored = (try? chunks.list()) ?? []
         var info = NodeInfo(address: address, next: next, usage: diskUsage(),
-                        chunkFiles: stored.count, chunkBytes: stored.reduce(0) { $0 + $1.sizeBytes },
-                        catalogRecords: catalog.recordCount, underReplicatedChunks: underReplicatedChunks(),
-                        repair: repairStatus(), netmap: netmap)
+                            chunkFiles: stored.count, chunkBytes: stored.reduce(0) { $0 + $1.sizeBytes },
+                            catalogRecords: catalog.recordCount, underReplicatedChunks: underReplicatedChunks(),
+                            repair: repairStatus(), netmap: netmap)
         info.catalogUnsyncedRecords = catalog.unsyncedRecords
         return info
     }
