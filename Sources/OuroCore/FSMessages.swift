@@ -124,6 +124,9 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     public var catalogRecords: Int
     /// Catalog changes written to this node's log but not fsynced yet (namespace changes, for a few milliseconds).
     public var catalogUnsyncedRecords: Int?
+    /// Bytes of small piece copies in the piece journal not yet written out as chunk files (a checkpoint, about
+    /// every second, writes them and fsyncs the catalog log).
+    public var pieceJournalBytes: Int?
     public var underReplicatedChunks: Int
     public var repair: String
     public var netmap: Netmap

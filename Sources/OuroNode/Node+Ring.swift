@@ -132,6 +132,7 @@ extension Node {
                             catalogRecords: catalog.recordCount, underReplicatedChunks: underReplicatedChunks(),
                             repair: repairStatus(), netmap: netmap)
         info.catalogUnsyncedRecords = catalog.unsyncedRecords
+        info.pieceJournalBytes = pieceJournal.journalledBytes
         return info
     }
 }

@@ -77,6 +77,11 @@ final class PieceJournal: @unchecked Sendable {
         }
     }
 
+    /// Bytes recorded in both journals since they last started over: zero once a checkpoint has written them out.
+    var journalledBytes: Int {
+        lock.withLock { journals.reduce(0) { $0 + $1.end - Self.headerBlock } }
+    }
+
     /// Both journals start over, once the node has merged `recoveredRecords` into its (synced) catalog.
     /// Without room for the journals (a small disk), copies are stored the ordinary way.
     func finishRecovery() throws {
