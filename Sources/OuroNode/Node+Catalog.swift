@@ -42,8 +42,9 @@ extension Node {
     /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two. The change is on disk on
     /// as many disks as a file has copies (this node's, then those of the next nodes in ring order) before the
     /// answer; the other peers fsync it a few milliseconds later, with what else came meanwhile (`… DEFER`).
-    /// `.lazy` (a namespace change): written here and applied on every live peer before the answer, fsynced
-    /// everywhere within a few milliseconds, or at once by `FS SYNC` or the next synchronous commit.
+    /// `.lazy` (a namespace change): written here and sent to every live peer before the answer, the peers'
+    /// answers read after it (`peerAnswers`); fsynced everywhere within a few milliseconds, or at once by `FS SYNC`
+    /// or the next synchronous commit.
     @discardableResult
     func commitAndBroadcast(withRegions: Bool = true, durability: CommitDurability = .now,
                             _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
@@ -55,7 +56,8 @@ extension Node {
             let delivered = awaitPeers(pending)
             syncElsewhereIfNeeded(pending, delivered: delivered)
         case .lazy:
-            awaitPeers(sendToPeers(records, durability: .lazy))
+            let pending = sendToPeers(records, durability: .lazy)
+            if !pending.isEmpty { peerAnswers.submit { [self] in awaitPeers(pending) } }
             catalog.syncSoon()
         }
         return stat
@@ -66,6 +68,7 @@ extension Node {
     /// the logs of the peers after us in ring order, one per disk. The peers hold the same namespace changes (they
     /// applied them before the answers) and an empty `CATALOG APPLY` fsyncs theirs.
     func syncCatalog() throws {
+        peerAnswers.awaitEarlier()
         let peers = peersInRingOrder()
         let chosen = peersThatSyncNow(peers)
         let pending = sendApply(EncodedRecords([]).arrayBytes, to: peers.filter(chosen.contains), syncNow: chosen)
@@ -117,6 +120,9 @@ extension Node {
     /// `.now`: the peers after this node that make it durable on `copies` disks fsync before they answer.
     func sendToPeers(_ records: EncodedRecords, durability: CommitDurability = .now) -> [PendingApply] {
         guard !records.isEmpty else { return [] }
+        // A synchronous commit is applied by the peers after every namespace change sent before it, so their
+        // fsync covers those too (see `PeerAnswers`).
+        if durability == .now { peerAnswers.awaitEarlier() }
         let peers = peersInRingOrder()
         return sendApply(records.arrayBytes, to: peers, syncNow: durability == .now ? peersThatSyncNow(peers) : [])
     }

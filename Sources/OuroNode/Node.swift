@@ -48,6 +48,8 @@ public final class Node: @unchecked Sendable {
     let pieceJournal: PieceJournal
     let catalog: CatalogStore
     let pool = ConnectionPool()
+    /// The peers' answers to namespace changes, read off the request's path (see `PeerAnswers`).
+    let peerAnswers = PeerAnswers()
     private let listener: ListeningSocket
     /// `<data>/node.sock`, where clients on this machine get chunk files (see `LocalChunkFiles`); -1 if unavailable.
     private var localListener: Int32 = -1
