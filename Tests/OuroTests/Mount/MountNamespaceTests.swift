@@ -152,4 +152,23 @@ struct MountNamespaceTests {
             #expect(listing == "d:\nb\n\ne:\na2\n700\n", "\(listing)")
         }
     }
+
+    /// Namespace changes are answered once sent to the peers, before their answers (docs/design.md): an `fsync`
+    /// after them waits for those answers, so the names it depends on are on the other nodes when it returns.
+    @Test("fsync of a file in new directories: names and bytes read back through another node after kill -9 of the mount's node")
+    func fsyncedNamesSurviveCoordinatorKill() throws {
+        try MountedRing.with(nodes: 3, copies: 2, label: "coordkill") { ring in
+            let expected = try ring.ok(#"""
+                cd "$M" && mkdir -p a/b/c && mkdir x && mv x a/b/y && chmod 711 a/b && head -c 300000 /dev/urandom > "$W/big" &&
+                for i in 1 2 3 4 5 6 7 8; do mkdir a/b/c/d$i; done &&
+                python3 -c 'import os, sys
+                fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600); os.write(fd, open(sys.argv[2], "rb").read()); os.fsync(fd); os.close(fd)' a/b/c/d8/f "$W/big" &&
+                sha256sum < a/b/c/d8/f
+                """#)
+            ring.ring.kill(0)
+            try ring.mount(onNode: 1)
+            let listing = try ring.ok(#"cd "$M1" && ls a/b a/b/c && stat -c %a a/b && sha256sum < a/b/c/d8/f"#, timeoutSeconds: 60)
+            #expect(listing == "a/b:\nc\ny\n\na/b/c:\nd1\nd2\nd3\nd4\nd5\nd6\nd7\nd8\n711\n" + expected, "\(listing)")
+        }
+    }
 }
