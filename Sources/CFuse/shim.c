@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +31,14 @@ int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads) {
     int result = fuse_session_loop_mt(se, config);
     fuse_loop_cfg_destroy(config);
     return result;
+}
+
+ssize_t cfuse_io_read(int fd, void *buf, size_t buf_len, void *userdata);
+ssize_t cfuse_io_writev(int fd, struct iovec *iov, int count, void *userdata);
+
+int cfuse_session_watch_io(struct fuse_session *se) {
+    const struct fuse_custom_io io = { .writev = cfuse_io_writev, .read = cfuse_io_read };
+    return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
 void cfuse_prepare_signals(void) {

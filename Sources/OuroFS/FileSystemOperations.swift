@@ -69,6 +69,10 @@ public struct RequestContext: Sendable {
     public var gid: UInt32
     public var pid: Int32
     public var umask: UInt32
+    /// Whether this write, truncate, chown or O_TRUNC open must clear setuid (and setgid where the group may
+    /// execute), as the kernel said (FUSE_HANDLE_KILLPRIV_V2); nil where the kernel does not say (it then clears
+    /// them itself, except for writes the file system must judge: root's keep them).
+    public var killsSetID: Bool?
     public init(uid: UInt32, gid: UInt32, pid: Int32, umask: UInt32) {
         self.uid = uid; self.gid = gid; self.pid = pid; self.umask = umask
     }

@@ -99,9 +99,10 @@ final class FuseAdapter {
         conn.pointee.congestion_threshold = conn.pointee.max_background * 3 / 4
         conn.pointee.max_write = min(conn.pointee.max_write, 1 << 20)
         // libfuse's defaults are kept (async reads, parallel directory operations, readdirplus, O_TRUNC handled by
-        // `open`, ...) except: the kernel, not the file system, clears setuid/setgid on write, truncate and chown;
-        // and no writeback cache (it slows 1 MiB writers).
-        conn.pointee.want &= ~UInt32(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE)
+        // `open`, ...) except: no HANDLE_KILLPRIV (v1: CFuse negotiates v2, where the kernel says per request when
+        // setuid/setgid must go, or else the kernel clears them itself); no writeback cache (it slows 1 MiB
+        // writers); and no spliced reads, so that CFuse's watch sees every request.
+        conn.pointee.want &= ~UInt32(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ)
         if readAheadKB > 0 {
             // The kernel keeps the smaller of the mount's current window and the INIT reply's max_readahead, so
             // raise both. The mount (and its bdi) already exists: INIT is the first request the kernel sends.
@@ -495,7 +496,9 @@ final class FuseAdapter {
 
     private func context(_ req: fuse_req_t) -> RequestContext {
         let caller = fuse_req_ctx(req)!.pointee
-        return RequestContext(uid: caller.uid, gid: caller.gid, pid: caller.pid, umask: caller.umask)
+        var context = RequestContext(uid: caller.uid, gid: caller.gid, pid: caller.pid, umask: caller.umask)
+        context.killsSetID = cfuse_killpriv_v2_active() != 0 ? cfuse_request_kills_suidgid() != 0 : nil
+        return context
     }
 
     /// Names are bytes to the kernel but `String`s to the file system: refuse what is not UTF-8 rather than

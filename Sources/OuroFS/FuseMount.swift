@@ -90,6 +90,9 @@ public final class FuseMount: @unchecked Sendable {
             fuse_session_destroy(session)
             throw FuseMountError("could not mount at \(canonical) (libfuse printed why)")
         }
+        // Requests and replies through CFuse's watch, to negotiate FUSE_HANDLE_KILLPRIV_V2 (no GETXATTR before
+        // each write). Without it the kernel keeps clearing setuid/setgid itself: nothing is lost but speed.
+        _ = cfuse_session_watch_io(session)
         self.mountpoint = canonical
         self.adapter = adapter
         self.session = session

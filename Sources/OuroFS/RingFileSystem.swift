@@ -334,6 +334,14 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         let mtime: Int64? = changes.mtime.map { if case .set(let time) = $0 { nanoseconds(time) } else { nowNanoseconds() } }
         let atime: Int64? = changes.atime.map { if case .set(let time) = $0 { nanoseconds(time) } else { nowNanoseconds() } }
         if let open, let mtime { open.setPendingMtime(mtime) }
+        var changes = changes
+        if context.killsSetID == true, changes.mode == nil {
+            // A chown, or a truncate by a caller without CAP_FSETID: the kernel leaves setuid/setgid to us.
+            let current = try open.map { $0.permissions } ?? getattr(inode: inode).mode & 0o7777
+            if current & UInt32(S_ISUID | S_ISGID) != 0, Self.withoutSetID(current) != current {
+                changes.mode = Self.withoutSetID(current)
+            }
+        }
         let needsCall = changes.mode != nil || changes.uid != nil || changes.gid != nil || mtime != nil || atime != nil
             || (changes.sizeBytes != nil && !sizeHandled)
         guard needsCall else { return try getattr(inode: inode) }
@@ -453,7 +461,10 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         let file = try openFile(inode: inode, fresh: true)
         let writes = flags & O_ACCMODE != O_RDONLY
         if flags & O_TRUNC != 0 && writes {
-            do { try file.truncate(to: 0) } catch { close(file); throw error }
+            do {
+                try file.truncate(to: 0)
+                if context.killsSetID == true { try dropSetID(file) }
+            } catch { close(file); throw error }
         }
         return register(file, writes: writes)
     }
@@ -487,20 +498,28 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, context: RequestContext) throws -> Int {
         let file = try file(handle)
-        if context.uid != 0 { try dropSetID(file) }
+        if context.killsSetID ?? (context.uid != 0) { try dropSetID(file) }
         return try file.write(offset: offset, data: data)
     }
 
-    /// A write by anyone but root clears setuid, and setgid where the group may execute, as Linux file systems do
-    /// (the kernel leaves it to the file system for the mount's direct writes). Root stands in for CAP_FSETID.
+    /// A write by a caller without CAP_FSETID clears setuid, and setgid where the group may execute, as Linux file
+    /// systems do (the kernel says so per write, or leaves it to the file system for the mount's direct writes:
+    /// then root stands in for CAP_FSETID).
     private func dropSetID(_ file: OpenFile) throws {
         let permissions = file.permissions  // on every write: the mode bits only, not a copy of the attributes
-        var kept = permissions & ~UInt32(S_ISUID)
-        if kept & UInt32(S_IXGRP) != 0 { kept &= ~UInt32(S_ISGID) }
+        let kept = Self.withoutSetID(permissions)
         guard kept != permissions, !isPending(file.inode) else { return }
         let reply = try byNumber { try fs(.setattr) { $0.inode = file.inode; $0.mode = kept } }
         if let stat = reply.stat { notePushed(stat) }
         file.permissions = kept
+    }
+
+    /// Permissions without setuid, and without setgid where the group may execute (a group-ID bit without group
+    /// execute marks mandatory locking, and stays).
+    static func withoutSetID(_ permissions: UInt32) -> UInt32 {
+        var kept = permissions & ~UInt32(S_ISUID)
+        if kept & UInt32(S_IXGRP) != 0 { kept &= ~UInt32(S_ISGID) }
+        return kept
     }
 
     public func flush(handle: UInt64) throws {

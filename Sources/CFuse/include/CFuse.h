@@ -17,6 +17,18 @@ struct fuse_session *cfuse_session_new(int argc, const char *const *argv, const 
 /// Returns 0 after an unmount, the signal number after a signal, or -errno.
 int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads);
 
+/// Makes libfuse read requests and write replies through killpriv.c, after fuse_session_mount (same device fd),
+/// so that INIT negotiates FUSE_HANDLE_KILLPRIV_V2 when the kernel offers it. Returns 0 or -errno.
+int cfuse_session_watch_io(struct fuse_session *se);
+
+/// 1 once the kernel accepted FUSE_HANDLE_KILLPRIV_V2: it no longer clears setuid/setgid itself, and
+/// `cfuse_request_kills_suidgid` says, during a WRITE, SETATTR, OPEN or CREATE, whether the file system must.
+int cfuse_killpriv_v2_active(void);
+
+/// 1 if the request this thread is handling asks the file system to clear setuid, and setgid where the group
+/// may execute (the caller lacks CAP_FSETID, or it is a chown).
+int cfuse_request_kills_suidgid(void);
+
 /// Unblocks SIGINT/SIGTERM/SIGHUP in the calling thread (threads it starts inherit this) and resets SIGINT from
 /// SIG_IGN (as `cmd &` leaves it) to SIG_DFL: fuse_set_signal_handlers installs its handler only over SIG_DFL.
 void cfuse_prepare_signals(void);

@@ -26,6 +26,14 @@ struct MountAttributeTests {
                 stat -c '%n %a %s' s t r
                 """#)
             #expect(cleared == "s 777 2\nt 2767 2\nr 6777 2\n")
+            // So do a truncate and an O_TRUNC open by another user, and any chown; root's truncate keeps them (the
+            // kernel says which per request once it has agreed to leave them to the file system).
+            let alsoCleared = try ring.ok(#"""
+                cd "$M" && for f in u o c k; do printf a > $f; done && chmod 6777 u o k && chmod 6755 c
+                setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'truncate -s 0 u && printf b > o'
+                chown 1:1 c && truncate -s 0 k && stat -c '%n %a %s %u' u o c k
+                """#)
+            #expect(alsoCleared == "u 777 0 0\no 777 1 0\nc 755 1 1\nk 6777 0 0\n")
         }
     }
 
