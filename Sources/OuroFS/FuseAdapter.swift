@@ -121,7 +121,18 @@ final class FuseAdapter {
     // MARK: - Names and attributes
 
     private func lookup(_ req: fuse_req_t, _ parent: UInt64, _ name: UnsafePointer<CChar>) {
-        answer(req) { replyEntry(req, try fileSystem.lookup(parent: parent, name: try string(name))) }
+        answer(req) {
+            do {
+                replyEntry(req, try fileSystem.lookup(parent: parent, name: try string(name)))
+            } catch let error as FileSystemError where error.errno == ENOENT {
+                // A name found missing is remembered as long as a found one (a negative dentry: inode 0), so a
+                // compiler probing the same include paths for every file asks once. This mount's own creates
+                // replace it at once; another mount's show here within the timeout, as its removals do.
+                var entry = fuse_entry_param()
+                entry.entry_timeout = timeoutSeconds
+                fuse_reply_entry(req, &entry)
+            }
+        }
     }
 
     private func forget(_ req: fuse_req_t, _ inode: UInt64, _ count: UInt64) {

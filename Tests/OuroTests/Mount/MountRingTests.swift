@@ -77,6 +77,14 @@ struct MountRingTests {
             #expect(during == "theirs")
             let both = try ring.ok(#"cat "$M/y"; echo; cat "$M1/y""#)
             #expect(both == "mine\nmine")
+            // A name found missing is remembered for the entry timeout (1 s): this mount's own create shows at once,
+            // another mount's within the timeout.
+            let missing = try ring.ok(#"""
+                stat "$M1/z" 2>/dev/null || echo missing; printf own > "$M1/z"; cat "$M1/z"; echo
+                stat "$M/w" 2>/dev/null || echo missing; printf other > "$M1/w"
+                for i in $(seq 60); do [ -e "$M/w" ] && break; sleep 0.05; done; cat "$M/w"
+                """#)
+            #expect(missing == "missing\nown\nmissing\nother")
         }
     }
 
