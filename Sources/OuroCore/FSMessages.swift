@@ -127,6 +127,8 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     /// Bytes of small piece copies in the piece journal not yet written out as chunk files (a checkpoint, about
     /// every second, writes them and fsyncs the catalog log).
     public var pieceJournalBytes: Int?
+    /// Bytes of the catalog on disk (the log's frames, not the zeros written ahead of them).
+    public var catalogBytes: Int?
     public var underReplicatedChunks: Int
     public var repair: String
     public var netmap: Netmap

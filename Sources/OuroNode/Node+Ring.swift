@@ -133,6 +133,7 @@ extension Node {
                             repair: repairStatus(), netmap: netmap)
         info.catalogUnsyncedRecords = catalog.unsyncedRecords
         info.pieceJournalBytes = pieceJournal.journalledBytes
+        info.catalogBytes = catalog.logBytes
         return info
     }
 }
