@@ -2,7 +2,7 @@
 # Mount benchmark: the same workloads on (a) a local directory, (b) libfuse's passthrough_ll over a local directory
 # (the FUSE ceiling on this machine), and (c) an OuroborosFS mount over a local 3-node ring with copies on.
 # Prints each figure and its ratio to (b). Run as root (mounts, drop_caches).
-#   BIG_MB=1024 PAR_MB=256 FILES=1000 SMALL_ROUNDS=3 bash bench/mount-bench.sh
+#   BIG_MB=1024 PAR_MB=256 FILES=1000 SMALL_ROUNDS=3 bash bench/mount-bench.sh   (OURO_BIN=path: a built ouro)
 set -euo pipefail
 BIG_MB=${BIG_MB:-1024}
 PAR_MB=${PAR_MB:-256}
@@ -13,7 +13,7 @@ SMALL_ROUNDS=${SMALL_ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-7600}
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/ouro-mbench.XXXXXX)
-ouro="$top/.build/release/ouro"
+ouro=${OURO_BIN:-$top/.build/release/ouro}
 
 cleanup() {
     set +e
@@ -25,8 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 command -v fio >/dev/null || { echo "installing fio"; apt-get install -y -qq fio >/dev/null; }
-echo "building release binaries…"
-(cd "$top" && swift build -c release >/dev/null)
+if [ -z "${OURO_BIN:-}" ]; then echo "building release binaries…"; (cd "$top" && swift build -c release >/dev/null); fi
 gcc -O2 -Wall /usr/share/doc/libfuse3-dev/examples/passthrough_ll.c $(pkg-config fuse3 --cflags --libs) -o "$work/passthrough_ll"
 
 mkdir -p "$work/local" "$work/pt-src" "$work/pt" "$work/ouro" "$work/input"
