@@ -19,12 +19,32 @@ extension Catalog {
         public static let replace: UInt32 = 2
     }
 
+    static func derivedDirectoryID(parent: UInt64, name: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(parent)/\(name)".utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return 2 + hash % ((UInt64(1) << 62) - 2)
+    }
+
+    /// Group and permissions of an inode made in `directory`: in a set-group-ID directory it takes the directory's
+    /// group, and a new directory keeps the bit, as on Linux file systems (shared project directories rely on it).
+    static func inherited(from directory: Inode, kind: InodeKind, permissions: UInt32, gid: UInt32) -> (permissions: UInt32, gid: UInt32) {
+        let setGroupID: UInt32 = 0o2000
+        guard directory.permissions & setGroupID != 0 else { return (permissions, gid) }
+        return (kind == .directory ? permissions | setGroupID : permissions, directory.gid)
+    }
+}
+
+/// The operations read the catalog through `CatalogView` only, so that they run on the in-memory catalog and on a
+/// store alike.
+extension CatalogView {
     /// The live inode `id`; GONE if this catalog holds its removal, NOT_FOUND if it never heard of it (a node
     /// that has not caught up may not know a new inode yet: only GONE says that the file was removed).
     public func existing(_ id: UInt64?) throws(OuroError) -> Inode {
         guard let id else { throw .notFound("no such inode") }
         guard let inode = baseInode(id) else {
-            if inodes[id]?.deleted == true { throw OuroError(.gone, "inode \(id) was removed") }
+            if storedInode(id)?.deleted == true { throw OuroError(.gone, "inode \(id) was removed") }
             throw .notFound("no such inode")
         }
         return inode
@@ -56,16 +76,8 @@ extension Catalog {
     /// other's files. If that number is taken by a live inode (the directory was moved away), a random one, unless
     /// `unnamedDirectory` says it is this very directory whose name has not arrived yet.
     public func directoryID(parent: UInt64, name: String, otherwise random: () -> UInt64) -> UInt64 {
-        let id = Self.derivedDirectoryID(parent: parent, name: name)
+        let id = Catalog.derivedDirectoryID(parent: parent, name: name)
         return inode(id) == nil || unnamedDirectory(parent: parent, name: name) != nil ? id : random()
-    }
-
-    static func derivedDirectoryID(parent: UInt64, name: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "\(parent)/\(name)".utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
-        return 2 + hash % ((UInt64(1) << 62) - 2)
     }
 
     /// The directory another node created as `parent`/`name`, when this node has heard of changes inside it (a file
@@ -73,32 +85,24 @@ extension Catalog {
     /// and name, named nowhere, and no record at all of that name here (not even a removal: a directory renamed
     /// away whose new name has not arrived must not be taken for it). Creating that name again means this directory.
     func unnamedDirectory(parent: UInt64, name: String) -> Inode? {
-        let id = Self.derivedDirectoryID(parent: parent, name: name)
+        let id = Catalog.derivedDirectoryID(parent: parent, name: name)
         guard let existing = inode(id), existing.kind == .directory, !isNamed(id),
-              dirents[DirentKey(parent: parent, name: name)] == nil else { return nil }
+              storedDirent(DirentKey(parent: parent, name: name)) == nil else { return nil }
         return existing
-    }
-
-    /// Group and permissions of an inode made in `directory`: in a set-group-ID directory it takes the directory's
-    /// group, and a new directory keeps the bit, as on Linux file systems (shared project directories rely on it).
-    static func inherited(from directory: Inode, kind: InodeKind, permissions: UInt32, gid: UInt32) -> (permissions: UInt32, gid: UInt32) {
-        let setGroupID: UInt32 = 0o2000
-        guard directory.permissions & setGroupID != 0 else { return (permissions, gid) }
-        return (kind == .directory ? permissions | setGroupID : permissions, directory.gid)
     }
 
     /// Creates a new name for a new inode (mkdir, mknod, create, symlink).
     public func planCreate(parent: UInt64?, name: String?, kind: InodeKind, permissions: UInt32, uid: UInt32, gid: UInt32,
                            rdev: UInt32 = 0, symlinkTarget: String? = nil, version: Version, nowNs: Int64,
-                           newID: UInt64) throws(OuroError) -> Change {
+                           newID: UInt64) throws(OuroError) -> Catalog.Change {
         let directory = try directory(parent)
         let name = try PathName.validComponent(name ?? "")
         guard lookup(parent: directory.id, name: name) == nil else { throw OuroError(.exists, "\(name) exists") }
         let id = kind == .directory ? directoryID(parent: directory.id, name: name, otherwise: { newID }) : newID
-        let (permissions, gid) = Self.inherited(from: directory, kind: kind, permissions: permissions, gid: gid)
+        let (permissions, gid) = Catalog.inherited(from: directory, kind: kind, permissions: permissions, gid: gid)
         let inode = Inode(id: id, version: version, kind: kind, permissions: permissions, uid: uid, gid: gid,
                           rdev: rdev, timeNs: nowNs, symlinkTarget: symlinkTarget)
-        return Change(records: [CatalogRecord(inode),
+        return Catalog.Change(records: [CatalogRecord(inode),
                                 CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: id)),
                                 touched(directory, version, nowNs)],
                       resultInode: id)
@@ -109,14 +113,14 @@ extension Catalog {
     /// that another client created meanwhile is replaced, as its concurrent `open(O_CREAT|O_TRUNC)` and write would
     /// have been: the last close wins. Repeating the call (a retry after a lost answer) changes nothing more.
     public func planCreateFile(parent: UInt64?, name: String?, id: UInt64?, permissions: UInt32, uid: UInt32, gid: UInt32,
-                               content: FileContent?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+                               content: FileContent?, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         let directory = try directory(parent)
         let name = try PathName.validComponent(name ?? "")
         guard let id, id >= 2 else { throw .badRequest("CREATE needs the new inode number") }
         let current = lookup(parent: directory.id, name: name)
-        if inodes[id] != nil {
+        if storedInode(id) != nil {
             guard current?.id == id else { throw OuroError(.exists, "inode \(id) is taken") }
-            return Change(records: [], resultInode: id)
+            return Catalog.Change(records: [], resultInode: id)
         }
         var records: [CatalogRecord] = []
         if let current {
@@ -128,16 +132,16 @@ extension Catalog {
             if linkCount(of: current) <= 1 { replaced.deleted = true }
             records.append(CatalogRecord(replaced))
         }
-        let (permissions, gid) = Self.inherited(from: directory, kind: .file, permissions: permissions, gid: gid)
+        let (permissions, gid) = Catalog.inherited(from: directory, kind: .file, permissions: permissions, gid: gid)
         var inode = Inode(id: id, version: version, kind: .file, permissions: permissions, uid: uid, gid: gid, timeNs: nowNs)
         inode.content = content
         records += [CatalogRecord(inode), CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: id)),
                     touched(directory, version, nowNs)]
-        return Change(records: records, resultInode: id)
+        return Catalog.Change(records: records, resultInode: id)
     }
 
     /// Adds a name for an existing non-directory inode (a hard link).
-    public func planLink(inode id: UInt64?, newParent: UInt64?, newName: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planLink(inode id: UInt64?, newParent: UInt64?, newName: String?, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         var inode = try existing(id)
         guard inode.kind != .directory else { throw OuroError(.denied, "hard links to directories are not allowed") }
         let directory = try directory(newParent)
@@ -145,7 +149,7 @@ extension Catalog {
         guard lookup(parent: directory.id, name: name) == nil else { throw OuroError(.exists, "\(name) exists") }
         inode.version = version
         inode.ctimeNs = nowNs
-        return Change(records: [CatalogRecord(inode),
+        return Catalog.Change(records: [CatalogRecord(inode),
                                 CatalogRecord(Dirent(parent: directory.id, name: name, version: version, inode: inode.id)),
                                 touched(directory, version, nowNs)],
                       resultInode: inode.id)
@@ -162,44 +166,44 @@ extension Catalog {
         return records
     }
 
-    public func planUnlink(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planUnlink(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         let directory = try directory(parent)
         let name = try PathName.validComponent(name ?? "")
         guard let inode = lookup(parent: directory.id, name: name) else { throw .notFound("\(name) not found") }
         guard inode.kind != .directory else { throw OuroError(.isDir, "\(name) is a directory") }
-        return Change(records: planDropName(DirentKey(parent: directory.id, name: name), of: inode, version: version, nowNs: nowNs)
+        return Catalog.Change(records: planDropName(DirentKey(parent: directory.id, name: name), of: inode, version: version, nowNs: nowNs)
                           + [touched(directory, version, nowNs)],
                       resultInode: nil)
     }
 
-    public func planRmdir(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planRmdir(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         let directory = try directory(parent)
         let name = try PathName.validComponent(name ?? "")
         guard let inode = lookup(parent: directory.id, name: name) else { throw .notFound("\(name) not found") }
         guard inode.kind == .directory else { throw OuroError(.notDir, "\(name) is not a directory") }
         guard !hasEntries(inode.id) else { throw OuroError(.notEmpty, "\(name) is not empty") }
-        return Change(records: planDropName(DirentKey(parent: directory.id, name: name), of: inode, version: version, nowNs: nowNs)
+        return Catalog.Change(records: planDropName(DirentKey(parent: directory.id, name: name), of: inode, version: version, nowNs: nowNs)
                           + [touched(directory, version, nowNs)],
                       resultInode: nil)
     }
 
     /// rename(2)/renameat2: one batch of records, so every node switches over at once.
     public func planRename(parent: UInt64?, name: String?, newParent: UInt64?, newName: String?, flags: UInt32,
-                           version: Version, nowNs: Int64) throws(OuroError) -> Change {
+                           version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         let from = try directory(parent)
         let to = try directory(newParent)
         let name = try PathName.validComponent(name ?? "")
         let newName = try PathName.validComponent(newName ?? "")
         guard var source = lookup(parent: from.id, name: name) else { throw .notFound("\(name) not found") }
         let target = lookup(parent: to.id, name: newName)
-        if let target, target.id == source.id { return Change(records: [], resultInode: source.id) }
+        if let target, target.id == source.id { return Catalog.Change(records: [], resultInode: source.id) }
         if source.kind == .directory, isAncestor(source.id, of: to.id) {
             throw .badRequest("cannot move a directory into itself")
         }
         source.version = version
         source.ctimeNs = nowNs
         var records: [CatalogRecord] = []
-        if flags & RenameFlags.exchange != 0 {
+        if flags & Catalog.RenameFlags.exchange != 0 {
             guard var other = target else { throw .notFound("\(newName) not found") }
             if other.kind == .directory, isAncestor(other.id, of: from.id) { throw .badRequest("cannot move a directory into itself") }
             other.version = version
@@ -209,7 +213,7 @@ extension Catalog {
                         CatalogRecord(other)]
         } else {
             if let target {
-                guard flags & RenameFlags.noReplace == 0 else { throw OuroError(.exists, "\(newName) exists") }
+                guard flags & Catalog.RenameFlags.noReplace == 0 else { throw OuroError(.exists, "\(newName) exists") }
                 if source.kind == .directory {
                     guard target.kind == .directory else { throw OuroError(.notDir, "\(newName) is not a directory") }
                     guard !hasEntries(target.id) else { throw OuroError(.notEmpty, "\(newName) is not empty") }
@@ -226,11 +230,11 @@ extension Catalog {
         records.append(CatalogRecord(source))
         records.append(touched(from, version, nowNs))
         if to.id != from.id { records.append(touched(to, version, nowNs)) }
-        return Change(records: records, resultInode: source.id)
+        return Catalog.Change(records: records, resultInode: source.id)
     }
 
     /// chmod/chown/utimens, and truncation to zero (other sizes are rewritten through a push).
-    public func planSetattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planSetattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         var inode = try existing(request.inode)
         var regionsRemoved: [CatalogRecord] = []
         if let mode = request.mode { inode.permissions = mode & 0o7777 }
@@ -247,10 +251,10 @@ extension Catalog {
         if let atime = request.atimeNs { inode.atimeNs = atime }
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)] + regionsRemoved, resultInode: inode.id)
+        return Catalog.Change(records: [CatalogRecord(inode)] + regionsRemoved, resultInode: inode.id)
     }
 
-    public func planSetxattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planSetxattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         var inode = try existing(request.inode)
         guard let name = request.xattrName, !name.isEmpty, name.utf8.count <= Limits.nameComponentBytes else {
             throw .badRequest("bad attribute name")
@@ -258,38 +262,38 @@ extension Catalog {
         let value = request.xattrValue ?? Data()
         guard value.count <= Limits.xattrValueBytes else { throw OuroError(.tooLarge, "attribute value too large") }
         let flags = request.flags ?? 0
-        if flags & XattrFlags.create != 0, inode.xattrs[name] != nil { throw OuroError(.exists, "attribute exists") }
-        if flags & XattrFlags.replace != 0, inode.xattrs[name] == nil { throw .notFound("no such attribute") }
+        if flags & Catalog.XattrFlags.create != 0, inode.xattrs[name] != nil { throw OuroError(.exists, "attribute exists") }
+        if flags & Catalog.XattrFlags.replace != 0, inode.xattrs[name] == nil { throw .notFound("no such attribute") }
         inode.xattrs[name] = value
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+        return Catalog.Change(records: [CatalogRecord(inode)], resultInode: inode.id)
     }
 
-    public func planRemovexattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planRemovexattr(_ request: FSRequest, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         var inode = try existing(request.inode)
         guard let name = request.xattrName, inode.xattrs[name] != nil else { throw .notFound("no such attribute") }
         inode.xattrs[name] = nil
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)], resultInode: inode.id)
+        return Catalog.Change(records: [CatalogRecord(inode)], resultInode: inode.id)
     }
 
     /// Records where one chunk's copies live now (after re-replication or a hand-over).
-    public func planPlacement(content: ContentID, chunk: Int, holders: [NodeAddress], version: Version) -> Change {
-        Change(records: [CatalogRecord(PlacementRecord(content: content, chunk: chunk, holders: holders, version: version))],
+    public func planPlacement(content: ContentID, chunk: Int, holders: [NodeAddress], version: Version) -> Catalog.Change {
+        Catalog.Change(records: [CatalogRecord(PlacementRecord(content: content, chunk: chunk, holders: holders, version: version))],
                resultInode: nil)
     }
 
     /// Points an existing regular file at new content (a write through the mount).
-    public func planWriteContent(inode id: UInt64?, content: FileContent, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+    public func planWriteContent(inode id: UInt64?, content: FileContent, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         var inode = try existing(id)
         guard inode.kind == .file else { throw OuroError(.isDir, "not a regular file") }
         inode.content = content
         inode.mtimeNs = nowNs
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)] + regionTombstones(inode.id, version), resultInode: inode.id)
+        return Catalog.Change(records: [CatalogRecord(inode)] + regionTombstones(inode.id, version), resultInode: inode.id)
     }
 
     /// Removals of every region record of an inode whose content is replaced whole.
@@ -301,7 +305,7 @@ extension Catalog {
     /// truncation to `truncatedTo` if there was one, at the new size. The inode's own content is only cut and
     /// resized; the slices go to the records of the regions they fall in, so the change costs what it wrote.
     public func planWriteSlices(inode id: UInt64?, slices: [ContentSlice], truncatedTo: UInt64?, sizeBytes: UInt64,
-                                contentID: ContentID, start: NodeAddress, version: Version, nowNs: Int64) throws(OuroError) -> Change {
+                                contentID: ContentID, start: NodeAddress, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
         var inode = try existing(id)
         guard inode.kind == .file else { throw OuroError(.isDir, "not a regular file") }
         guard slices.allSatisfy({ $0.isWellFormed }) else { throw .badRequest("malformed slice") }
@@ -323,7 +327,7 @@ extension Catalog {
             while from < slice.fileEnd {
                 let region = from / regionBytes
                 let part = slice.clipped(from: from, to: min(slice.fileEnd, (region + 1) * regionBytes))!
-                let existing = regions[inode.id]?[region]
+                let existing = regionRecord(of: inode.id, region: region)
                 touched[region, default: (existing?.slices ?? [], existing?.cuts ?? 0)].slices.append(part)
                 from = part.fileEnd
             }
@@ -339,7 +343,7 @@ extension Catalog {
         inode.mtimeNs = nowNs
         inode.ctimeNs = nowNs
         inode.version = version
-        return Change(records: [CatalogRecord(inode)] + records, resultInode: inode.id)
+        return Catalog.Change(records: [CatalogRecord(inode)] + records, resultInode: inode.id)
     }
 
     /// A compaction of one region: its first slices `seen` (as the compactor read them, with the region's `cuts`)
@@ -348,7 +352,7 @@ extension Catalog {
     /// reached into it: the merged bytes would bring back what it cut off); the compactor then drops its work.
     /// Times stay: no byte changed.
     public func planCompactRegion(inode id: UInt64?, offset: UInt64, seen: [ContentSlice], cuts seenCuts: UInt64,
-                                  merged: FileContent, version: Version) throws(OuroError) -> Change {
+                                  merged: FileContent, version: Version) throws(OuroError) -> Catalog.Change {
         let inode = try existing(id)
         let regionBytes = Limits.regionBytes
         guard inode.kind == .file, offset % regionBytes == 0, merged.sizeBytes <= regionBytes, !seen.isEmpty,
@@ -356,22 +360,22 @@ extension Catalog {
             throw .badRequest("malformed compaction")
         }
         let region = offset / regionBytes
-        let record = regions[inode.id]?[region]
+        let record = regionRecord(of: inode.id, region: region)
         let current = record?.slices ?? []
         guard let record, record.cuts == seenCuts, current.count >= seen.count, zip(current, seen).allSatisfy({ $0.isSame(as: $1) }) else {
             throw OuroError(.exists, "the region changed since the compaction read it")
         }
         let slices = [ContentSlice(fileOffset: offset, lengthBytes: merged.sizeBytes, source: merged)] + current.dropFirst(seen.count)
         let kept = ContentSlices.withoutHidden(slices.compactMap { $0.clipped(from: 0, to: inode.sizeBytes) })
-        return Change(records: [CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version, cuts: record.cuts))],
+        return Catalog.Change(records: [CatalogRecord(RegionRecord(inode: inode.id, region: region, slices: kept, version: version, cuts: record.cuts))],
                       resultInode: inode.id)
     }
 
     /// `FILE PUSH` by path: creates missing parent directories, then creates the file or replaces its content.
     public func planPutFile(path: PathName, content: FileContent, version: Version, nowNs: Int64,
-                            newID: () -> UInt64) throws(OuroError) -> Change {
+                            newID: () -> UInt64) throws(OuroError) -> Catalog.Change {
         var records: [CatalogRecord] = []
-        var parent = inodes[Inode.rootID]!
+        var parent = storedInode(Inode.rootID)!
         var parentIsNew = false
         for component in path.parentComponents {
             if !parentIsNew, let next = lookup(parent: parent.id, name: component) {
@@ -397,12 +401,12 @@ extension Catalog {
         if !parentIsNew, let existing = lookup(parent: parent.id, name: name) {
             guard existing.kind == .file else { throw OuroError(.isDir, "\(path) exists and is not a regular file") }
             let change = try planWriteContent(inode: existing.id, content: content, version: version, nowNs: nowNs)
-            return Change(records: records + change.records, resultInode: existing.id)
+            return Catalog.Change(records: records + change.records, resultInode: existing.id)
         }
         let id = newID()
         let inode = Inode(id: id, version: version, kind: .file, permissions: 0o644, uid: 0, gid: 0, timeNs: nowNs, content: content)
         records += [CatalogRecord(inode), CatalogRecord(Dirent(parent: parent.id, name: name, version: version, inode: id))]
         if !parentIsNew { records.append(touched(parent, version, nowNs)) }
-        return Change(records: records, resultInode: id)
+        return Catalog.Change(records: records, resultInode: id)
     }
 }

@@ -1,6 +1,6 @@
 /// The whole file-system catalog as one node holds it: inodes and directory entries, merged by version.
 /// Pure state: persistence and locking belong to the node.
-public struct Catalog: Sendable {
+public struct Catalog: CatalogView, Sendable {
     public private(set) var inodes: [UInt64: Inode] = [Inode.rootID: .root]
     public private(set) var dirents: [DirentKey: Dirent] = [:]
     /// Live names per directory: parent → name → inode.
@@ -102,147 +102,27 @@ public struct Catalog: Sendable {
         }
     }
 
-    /// Whether this catalog holds exactly this record now (nothing newer replaced it).
-    public func holds(_ record: CatalogRecord) -> Bool {
-        if let inode = record.inode { return inodes[inode.id]?.version == inode.version }
-        if let dirent = record.dirent { return dirents[dirent.key]?.version == dirent.version }
-        if let placement = record.placement { return placements[placement.content]?[placement.chunk]?.version == placement.version }
-        if let region = record.region { return regions[region.inode]?[region.region]?.version == region.version }
-        return false
-    }
-
-    /// The live region records of an inode, in region order.
-    public func liveRegions(of id: UInt64) -> [RegionRecord] {
-        guard let byRegion = regions[id] else { return [] }
-        return byRegion.values.filter { !$0.slices.isEmpty }.sorted { $0.region < $1.region }
-    }
-
-    /// An inode's content with the slices of its regions on top: what its bytes are.
-    func assembled(_ content: FileContent?, regions records: [RegionRecord]) -> FileContent? {
-        guard let content, !records.isEmpty else { return content }
-        var slices = content.asSlices
-        for record in records { slices += record.slices }
-        return FileContent(id: content.id, sizeBytes: content.sizeBytes, slices: slices.compactMap { $0.clipped(from: 0, to: content.sizeBytes) },
-                           start: content.start)
-    }
-
     private func isLiveDirectory(_ id: UInt64) -> Bool {
         guard let inode = inodes[id] else { return false }
         return inode.kind == .directory && !inode.deleted
     }
 
-    public func inode(_ id: UInt64) -> Inode? {
-        guard var inode = baseInode(id) else { return nil }
-        if regions[id] != nil { inode.content = assembled(inode.content, regions: liveRegions(of: id)).map(placed) }
-        return inode
+    // MARK: CatalogView: the primitive reads, from the maps
+
+    public func storedInode(_ id: UInt64) -> Inode? { inodes[id] }
+    public func storedDirent(_ key: DirentKey) -> Dirent? { dirents[key] }
+    public func childID(of parent: UInt64, named name: String) -> UInt64? { children[parent]?[name] }
+    public func childIDs(of directory: UInt64) -> [(name: String, inode: UInt64)] {
+        (children[directory] ?? [:]).map { ($0.key, $0.value) }
     }
-
-    /// The inode as its own record holds it: its content without the slices its regions add (what a change of the
-    /// inode writes back).
-    public func baseInode(_ id: UInt64) -> Inode? {
-        guard var inode = inodes[id], !inode.deleted else { return nil }
-        if let content = inode.content, !placements.isEmpty { inode.content = placed(content) }
-        return inode
-    }
-
-    /// The content with its current placement (re-replicated chunks point at their new holders).
-    func placed(_ content: FileContent) -> FileContent {
-        if let slices = content.slices {
-            var content = content
-            content.slices = slices.map { slice in
-                var slice = slice
-                slice.source = placed(slice.source)
-                return slice
-            }
-            return content
-        }
-        if let segments = content.segments {
-            var content = content
-            content.segments = segments.map(placed)
-            return content
-        }
-        guard let moved = placements[content.id] else { return content }
-        var content = content
-        for (index, placement) in moved where index < content.chunks.count {
-            content.chunks[index].holders = placement.holders
-        }
-        return content
-    }
-
-    /// The live content with this id, if any inode still uses it.
-    public func content(_ id: ContentID) -> FileContent? {
-        guard let whole = contentOwners[id].flatMap({ inode($0)?.content }) else { return nil }
-        return whole.pieces.first(where: { $0.id == id }).map(placed)
-    }
-
-    public func lookup(parent: UInt64, name: String) -> Inode? {
-        children[parent]?[name].flatMap { inode($0) }
-    }
-
-    /// Live entries of a directory, sorted by name.
-    public func entries(of directory: UInt64) -> [(name: String, inode: Inode)] {
-        (children[directory] ?? [:]).compactMap { name, id in inode(id).map { (name, $0) } }.sorted { $0.name < $1.name }
-    }
-
-    public func hasEntries(_ directory: UInt64) -> Bool {
-        (children[directory] ?? [:]).values.contains { inode($0) != nil }
-    }
-
-    /// Whether any live directory entry names this inode.
-    public func isNamed(_ id: UInt64) -> Bool { (names[id] ?? 0) > 0 }
-
-    /// `st_nlink`: names for a file; 2 + subdirectories for a directory.
-    public func linkCount(of inode: Inode) -> Int {
-        if inode.kind == .directory { return 2 + (subdirectories[inode.id] ?? 0) }
-        return names[inode.id] ?? 0
-    }
-
-    public func stat(_ inode: Inode) -> InodeStat { InodeStat(inode: inode, linkCount: linkCount(of: inode)) }
-
-    /// Follows a path from the root (no symlinks).
-    public func resolve(_ path: PathName) -> Inode? {
-        var current = inodes[Inode.rootID]!
-        for component in path.components {
-            guard current.kind == .directory, let next = lookup(parent: current.id, name: component) else { return nil }
-            current = next
-        }
-        return current
-    }
-
-    /// Every live regular file with its full path, depth first in name order (for `FILE LIST`).
-    public func allFiles() -> [(path: String, inode: Inode)] {
-        var result: [(String, Inode)] = []
-        var visited = Set<UInt64>()
-        func walk(_ directory: UInt64, prefix: String) {
-            guard visited.insert(directory).inserted else { return }
-            for (name, inode) in entries(of: directory) {
-                let path = prefix.isEmpty ? name : prefix + "/" + name
-                switch inode.kind {
-                case .directory: walk(inode.id, prefix: path)
-                case .file: result.append((path, inode))
-                default: break
-                }
-            }
-        }
-        walk(Inode.rootID, prefix: "")
-        return result
-    }
-
-    /// Is `ancestor` the directory `inode` or one of its ancestors? (A directory cannot move into itself.)
-    public func isAncestor(_ ancestor: UInt64, of inode: UInt64) -> Bool {
-        var parentOf: [UInt64: UInt64] = [:]
-        for (key, dirent) in dirents {
-            if let child = dirent.inode, self.inode(child)?.kind == .directory { parentOf[child] = key.parent }
-        }
-        var current: UInt64? = inode
-        var steps = 0
-        while let node = current, steps < 10_000 {
-            if node == ancestor { return true }
-            current = parentOf[node]
-            steps += 1
-        }
-        return false
-    }
+    public func nameCount(of id: UInt64) -> Int { names[id] ?? 0 }
+    public func parentIDs(of id: UInt64) -> [UInt64] { parents[id] ?? [] }
+    public func subdirectoryCount(of directory: UInt64) -> Int { subdirectories[directory] ?? 0 }
+    public func regionRecords(of id: UInt64) -> [UInt64: RegionRecord] { regions[id] ?? [:] }
+    public func regionRecord(of id: UInt64, region: UInt64) -> RegionRecord? { regions[id]?[region] }
+    public func placementRecords(of content: ContentID) -> [Int: PlacementRecord]? { placements[content] }
+    public var holdsPlacements: Bool { !placements.isEmpty }
+    public func contentOwner(_ id: ContentID) -> UInt64? { contentOwners[id] }
 
     /// Content ids referenced by live inodes (chunks of anything else are garbage).
     public func liveContentIDs() -> Set<ContentID> { Set(contentOwners.keys) }
