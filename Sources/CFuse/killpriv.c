@@ -23,6 +23,14 @@ static _Atomic uint64_t init_unique;     // the INIT request whose reply gets th
 static _Atomic int killpriv_v2_active;   // the reply went out with the flag
 static __thread int request_kills_suidgid;
 
+/// Whether the u32 field at `offset` of a request argument of `size` bytes has `flag` set (0 if it is short).
+static int flag_in(const char *arg, size_t arg_len, size_t size, size_t offset, uint32_t flag) {
+    if (arg_len < size) return 0;
+    uint32_t field;
+    memcpy(&field, arg + offset, sizeof field);
+    return (field & flag) != 0;
+}
+
 ssize_t cfuse_io_read(int fd, void *buf, size_t buf_len, void *userdata) {
     (void)userdata;
     ssize_t n = read(fd, buf, buf_len);
@@ -41,38 +49,22 @@ ssize_t cfuse_io_read(int fd, void *buf, size_t buf_len, void *userdata) {
         }
         break;
     }
-    case FUSE_WRITE: {
-        struct fuse_write_in in;
-        if (arg_len >= sizeof in) {
-            memcpy(&in, arg, sizeof in);
-            request_kills_suidgid = (in.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
-        }
+    case FUSE_WRITE:
+        request_kills_suidgid = flag_in(arg, arg_len, sizeof(struct fuse_write_in),
+                                        offsetof(struct fuse_write_in, write_flags), FUSE_WRITE_KILL_SUIDGID);
         break;
-    }
-    case FUSE_SETATTR: {
-        struct fuse_setattr_in in;
-        if (arg_len >= sizeof in) {
-            memcpy(&in, arg, sizeof in);
-            request_kills_suidgid = (in.valid & FATTR_KILL_SUIDGID) != 0;
-        }
+    case FUSE_SETATTR:
+        request_kills_suidgid = flag_in(arg, arg_len, sizeof(struct fuse_setattr_in),
+                                        offsetof(struct fuse_setattr_in, valid), FATTR_KILL_SUIDGID);
         break;
-    }
-    case FUSE_OPEN: {
-        struct fuse_open_in in;
-        if (arg_len >= sizeof in) {
-            memcpy(&in, arg, sizeof in);
-            request_kills_suidgid = (in.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
-        }
+    case FUSE_OPEN:
+        request_kills_suidgid = flag_in(arg, arg_len, sizeof(struct fuse_open_in),
+                                        offsetof(struct fuse_open_in, open_flags), FUSE_OPEN_KILL_SUIDGID);
         break;
-    }
-    case FUSE_CREATE: {
-        struct fuse_create_in in;
-        if (arg_len >= sizeof in) {
-            memcpy(&in, arg, sizeof in);
-            request_kills_suidgid = (in.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
-        }
+    case FUSE_CREATE:
+        request_kills_suidgid = flag_in(arg, arg_len, sizeof(struct fuse_create_in),
+                                        offsetof(struct fuse_create_in, open_flags), FUSE_OPEN_KILL_SUIDGID);
         break;
-    }
     default:
         break;
     }

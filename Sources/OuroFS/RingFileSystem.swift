@@ -338,9 +338,8 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         if context.killsSetID == true, changes.mode == nil {
             // A chown, or a truncate by a caller without CAP_FSETID: the kernel leaves setuid/setgid to us.
             let current = try open.map { $0.permissions } ?? getattr(inode: inode).mode & 0o7777
-            if current & UInt32(S_ISUID | S_ISGID) != 0, Self.withoutSetID(current) != current {
-                changes.mode = Self.withoutSetID(current)
-            }
+            let kept = Self.withoutSetID(current)
+            if kept != current { changes.mode = kept }
         }
         let needsCall = changes.mode != nil || changes.uid != nil || changes.gid != nil || mtime != nil || atime != nil
             || (changes.sizeBytes != nil && !sizeHandled)

@@ -296,12 +296,12 @@ public final class CatalogStore: @unchecked Sendable {
     /// How many of the records appended to the log are on no disk of this node yet (at most: records durable
     /// through the piece journal, interleaved, are counted too): namespace changes, and peers' changes that came
     /// with `DEFER`.
-    /// Bytes of the log up to its last frame.
-    public var logBytes: Int { lock.withLock { Int(logEnd) } }
-
     public var unsyncedRecords: Int {
         lock.withLock { Int(unjournalledSequence - min(unjournalledSequence, durableSequence)) }
     }
+
+    /// Bytes of the log up to its last frame.
+    public var logBytes: Int { lock.withLock { Int(logEnd) } }
 
     /// Makes what was appended so far durable within `deferredSyncMilliseconds`, sharing the fsync with whatever
     /// else comes meanwhile (a namespace change; see `commitAndBroadcast`).
