@@ -15,6 +15,8 @@ let package = Package(
     targets: [
         // Small C helpers: hardware CRC32C (SSE4.2) with a portable fallback, and sync_file_range.
         .target(name: "COuroSupport"),
+        // The system SQLite (Debian's libsqlite3-dev): the node's catalog store.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // The C bridge to libfuse3 (low-level API).
         .target(name: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
         // Pure code shared by everything: wire protocol, chunk layout, catalog model. No I/O.
@@ -27,7 +29,7 @@ let package = Package(
         ]),
         // The node daemon: chunk store, catalog, ring membership, server.
         .target(name: "OuroNode", dependencies: [
-            "OuroCore", "OuroClient", "COuroSupport",
+            "OuroCore", "OuroClient", "COuroSupport", "CSQLite",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

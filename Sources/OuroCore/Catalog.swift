@@ -78,7 +78,7 @@ public struct Catalog: CatalogView, Sendable {
         return true
     }
 
-    static func sources(of slices: [ContentSlice]) -> [ContentID] {
+    public static func sources(of slices: [ContentSlice]) -> [ContentID] {
         var seen = Set<ContentID>()
         return slices.compactMap { seen.insert($0.source.id).inserted ? $0.source.id : nil }
     }

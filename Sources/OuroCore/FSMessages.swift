@@ -127,8 +127,12 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     /// Bytes of small piece copies in the piece journal not yet written out as chunk files (a checkpoint, about
     /// every second, writes them and fsyncs the catalog log).
     public var pieceJournalBytes: Int?
-    /// Bytes of the catalog on disk (the log's frames, not the zeros written ahead of them).
+    /// Bytes of the catalog on disk: the store with its write-ahead log, and the log's frames (not the zeros
+    /// written ahead of them).
     public var catalogBytes: Int?
+    /// Catalog records the node replayed from its log when it started (those after the store's last checkpoint):
+    /// a restart costs these, not the catalog's size.
+    public var catalogReplayedRecords: Int?
     public var underReplicatedChunks: Int
     public var repair: String
     public var netmap: Netmap

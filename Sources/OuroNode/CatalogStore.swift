@@ -5,9 +5,12 @@ import OuroClient
 import OuroCore
 import SystemPackage
 
-/// The node's durable catalog: the merged `Catalog` in memory, and an append-only log of the records that built it
-/// (`<data>/catalog.log`, checksummed binary frames, fsynced per batch). Every applied record gets a local sequence
-/// number, so a peer can ask for "everything after N" (`CATALOG SYNC`).
+/// The node's durable catalog: the merged catalog in a store on disk (`StoredCatalog`, `<data>/catalog.sqlite`),
+/// and an append-only log of the records applied since the store's last checkpoint (`<data>/catalog.log`,
+/// checksummed binary frames, fsynced per batch). A change is durable once its frame is fsynced (the commit path
+/// stays one append); every second the store commits what was applied (one transaction, fsynced), so a restart
+/// opens the store and replays only the frames after its checkpoint. Every applied record gets a sequence number,
+/// kept with it in the store, so a peer can ask for "everything after N" (`CATALOG SYNC`) through an index.
 public final class CatalogStore: @unchecked Sendable {
     private struct LogEntry: Codable {
         var seq: UInt64
@@ -18,53 +21,57 @@ public final class CatalogStore: @unchecked Sendable {
         var incarnation: String
     }
 
-    private enum RecordKey: Hashable {
-        case inode(UInt64)
-        case dirent(DirentKey)
-        case placement(PlacementKey)
-        case region(RegionKey)
-    }
-
     private let lock = Lock()
-    private var catalog = Catalog()
-    private var latest: [RecordKey: LogEntry] = [:]
-    /// Keys in the order of their sequence numbers (superseded entries are skipped, and dropped now and then),
-    /// so `changes(after:)` finds what is new without sorting the whole catalog.
-    private var order: [(seq: UInt64, key: RecordKey)] = []
+    private let store: StoredCatalog
     private var sequence: UInt64 = 0
     /// The last sequence number known to be on disk: `CATALOG SYNC` serves nothing newer, so no peer's cursor can
     /// pass a record a crash might still take back (and whose number a later record would then reuse).
     private var durableSequence: UInt64 = 0
     /// The last record appended that is durable only once this log is fsynced (not one from the piece journal).
     private var unjournalledSequence: UInt64 = 0
+    /// Everything up to this number is committed in the store: the log's frames up to it are not replayed.
+    private var checkpointedSequence: UInt64 = 0
+    /// Records applied by `mutateJournalled` not yet in the log (`appendJournalled`): no checkpoint may commit them
+    /// to the store before the piece journal holds their bytes on disk, so checkpoints wait for none to be pending.
+    private var pendingJournalled = 0
     private var clock: UInt64 = 0
     private var log: FileDescriptor
-    /// Where the next frame goes, and how far the file is written with zeros: appends overwrite zeros written ahead
-    /// (`reserveLogSpace`), so their fdatasync need not also write the file's size and block map (half the time of
-    /// an append that grows the file, on ext4 here).
     /// A write or fsync of the log failed: see `syncLog`.
     private var logFailed = false
     private let syncLock = Lock()
+    /// Where the next frame goes, and how far the file is written with zeros: appends overwrite zeros written ahead
+    /// (`reserveLogSpace`), so their fdatasync need not also write the file's size and block map (half the time of
+    /// an append that grows the file, on ext4 here).
     private var logEnd: Int64 = 0
     private var logReserved: Int64 = 0
     static let logReserveBytes: Int64 = 4 << 20
+    /// A log longer than this starts over at the next checkpoint (its frames are all in the store then);
+    /// `OURO_CATALOG_LOG_RESTART_KB` changes it (tests make it start over all the time).
+    static let logRestartBytes: Int64 = getenv("OURO_CATALOG_LOG_RESTART_KB")
+        .flatMap { Int64(String(cString: $0)) }.map { max(0, $0) << 10 } ?? 8 << 20
     private let path: FilePath
     private let origin: String
     private let logger: Logger
-    /// Changes when the log is rewritten, so that peers restart their sync cursor.
+    /// Changes when the store is created or found damaged, so that peers restart their sync cursor.
     public private(set) var incarnation: String
+    /// Records replayed from the log at start (those after the store's last checkpoint).
+    public private(set) var replayedRecords = 0
+    private var checkpointTimer: DispatchSourceTimer?
 
     public init(directory: FilePath, origin: String, logger: Logger) throws {
         path = directory.appending("catalog.log")
         self.origin = origin
         self.logger = logger
-        incarnation = ""
         log = FileDescriptor(rawValue: -1)
-        var lines = 0
-        var legacy = false
+        store = try Self.openStore(directory.appending("catalog.sqlite"), logger: logger)
+        incarnation = store.meta("incarnation") ?? ""
+        checkpointedSequence = store.meta("sequence").flatMap { UInt64($0) } ?? 0
+        clock = store.meta("clock").flatMap { UInt64($0) } ?? 0
+        sequence = checkpointedSequence
         var damaged = false
+        var restartLog = incarnation.isEmpty
         if let bytes = FileManagerLite.read(path) {
-            legacy = bytes.first == UInt8(ascii: "{")
+            let legacy = bytes.first == UInt8(ascii: "{")
             var end = bytes.count
             let entries = legacy ? try Self.readJSONLines(bytes, path: path, logger: logger)
                                  : try Self.readFrames(bytes, path: path, logger: logger, damaged: &damaged, end: &end)
@@ -80,38 +87,70 @@ public final class CatalogStore: @unchecked Sendable {
                 logReserved = logEnd
                 damaged = true
             }
-            for entry in entries {
-                switch entry {
-                case .header(let value):
-                    if incarnation.isEmpty { incarnation = value }
-                case .record(let record):
+            // The log's frames carry the numbers they were given, if it belongs to this store; any other log (the
+            // first format, a log from before the store, one whose header is lost) is merged as new records.
+            var logIncarnation: String?
+            if case .header(let value) = entries.first { logIncarnation = value }
+            let ours = !legacy && !incarnation.isEmpty && logIncarnation == incarnation
+            if !ours { restartLog = true }
+            try store.batch {
+                for entry in entries {
+                    guard case .record(let seq, let record, let encoded) = entry else { continue }
                     if let content = record.inode?.content, content.isInline, (try? content.checkedInlineBytes()) == nil {
                         // Rot in the log: leave the record out; a peer hands the intact one back at the next sync.
                         logger.error("dropping a catalog record whose inline bytes are damaged", metadata: ["inode": "\(record.inode!.id)"])
                         damaged = true
                         continue
                     }
-                    lines += 1
-                    replay(record)
+                    if ours {
+                        guard seq > checkpointedSequence else { continue }
+                        if try store.apply(record, encoded: encoded, seq: seq) { replayedRecords += 1 }
+                        sequence = max(sequence, seq)
+                    } else if try store.apply(record, encoded: encoded, seq: sequence + 1) {
+                        sequence += 1
+                        replayedRecords += 1
+                    }
+                    clock = max(clock, record.version.clock)
                 }
             }
-        }
-        if legacy { incarnation = "" }  // rewritten in the binary format below
-        // A record left out renumbers the ones after it: peers must not go on from their old cursors.
-        if incarnation.isEmpty || damaged || lines > 2 * latest.count + 1000 {
-            try rewrite()
         } else {
-            log = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
+            restartLog = true
         }
+        // A record left out or cut may have had a number a peer's cursor passed: peers start over from zero.
+        if incarnation.isEmpty || damaged { incarnation = ContentID.random().hex }
         durableSequence = sequence
-        logger.info("catalog loaded", metadata: ["records": "\(latest.count)", "files": "\(catalog.fileCount)"])
+        if restartLog || damaged || replayedRecords > 0 {
+            try checkpointLocked(restartLog: restartLog || damaged)
+        }
+        if log.rawValue < 0 { log = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec]) }
+        logger.info("catalog opened", metadata: ["records": "\(store.recordCount)", "files": "\(store.fileCount)",
+                                                 "replayed": "\(replayedRecords)"])
+        startCheckpoints()
     }
 
-    deinit { try? log.close() }
+    private static func openStore(_ path: FilePath, logger: Logger) throws -> StoredCatalog {
+        do {
+            return try StoredCatalog(path: path.string)
+        } catch {
+            // A store that cannot be opened (damaged) is set aside; the peers hand back what it held.
+            logger.error("the catalog store cannot be opened; setting it aside and starting from the peers' copies",
+                         metadata: ["path": "\(path)", "error": "\(error)"])
+            for suffix in ["", "-wal", "-shm"] {
+                _ = Glibc.rename(path.string + suffix, path.string + suffix + ".damaged")
+            }
+            return try StoredCatalog(path: path.string)
+        }
+    }
+
+    deinit {
+        checkpointTimer?.cancel()
+        try? log.close()
+    }
 
     private enum LoadedEntry {
         case header(String)
-        case record(CatalogRecord)
+        /// A record with its number in the log (0 in the first format) and its encoding.
+        case record(UInt64, CatalogRecord, [UInt8])
     }
 
     private static let magic = Array("OUROCAT2".utf8)
@@ -171,7 +210,10 @@ public final class CatalogStore: @unchecked Sendable {
             switch try? reader.u8() {
             case 0: if let incarnation = try? reader.string() { entries.append(.header(incarnation)) }
             case 1:
-                if (try? reader.u64()) != nil, let record = try? reader.value(CatalogRecord.self) { entries.append(.record(record)) }
+                let start = reader.position + 8
+                if let seq = try? reader.u64(), let record = try? reader.value(CatalogRecord.self) {
+                    entries.append(.record(seq, record, Array(payload[start..<reader.position])))
+                }
             default: continue
             }
         }
@@ -192,7 +234,7 @@ public final class CatalogStore: @unchecked Sendable {
             if let header = try? WireJSON.decode(LogHeader.self, from: Array(line)) {
                 entries.append(.header(header.incarnation))
             } else if let entry = try? WireJSON.decode(LogEntry.self, from: Array(line)) {
-                entries.append(.record(entry.record))
+                entries.append(.record(0, entry.record, WireBinary.encode(entry.record)))
             }
         }
         return entries
@@ -216,38 +258,77 @@ public final class CatalogStore: @unchecked Sendable {
         }
     }
 
-    private func replay(_ record: CatalogRecord) {
-        guard catalog.apply(record) else { return }
-        sequence += 1
-        remember(LogEntry(seq: sequence, record: record))
-        clock = max(clock, record.version.clock)
+    // MARK: Checkpoints
+
+    /// How often the store commits what was applied; `OURO_CATALOG_CHECKPOINT_MS` changes it.
+    public static let checkpointMilliseconds = getenv("OURO_CATALOG_CHECKPOINT_MS")
+        .flatMap { Int(String(cString: $0)) }.map { max(10, $0) } ?? 1000
+
+    private func startCheckpoints() {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "catalog.checkpoint"))
+        let interval = DispatchTimeInterval.milliseconds(Self.checkpointMilliseconds)
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
+        timer.setEventHandler { [weak self] in
+            do { try self?.checkpoint() } catch { self?.logger.error("catalog checkpoint failed", metadata: ["error": "\(error)"]) }
+        }
+        timer.resume()
+        checkpointTimer = timer
     }
 
-    private func remember(_ entry: LogEntry) {
-        let key = key(of: entry.record)
-        latest[key] = entry
-        order.append((entry.seq, key))
-        if order.count > 2 * latest.count + 1024 {
-            order.removeAll { latest[$0.key]?.seq != $0.seq }
+    /// Commits everything applied so far to the store (fsynced), so that a restart replays nothing before it; the
+    /// log starts over once it is long. Skipped while a journalled change is between its journal and the log (the
+    /// next tick takes it).
+    public func checkpoint() throws {
+        try syncLock.withLock {  // no fsync of a log that is being replaced
+            try lock.withLock {
+                guard !logFailed, pendingJournalled == 0, sequence > checkpointedSequence || logEnd > Self.logRestartBytes else { return }
+                try checkpointLocked(restartLog: logEnd > Self.logRestartBytes)
+            }
         }
     }
 
-    private func key(of record: CatalogRecord) -> RecordKey {
-        if let inode = record.inode { return .inode(inode.id) }
-        if let placement = record.placement { return .placement(placement.key) }
-        if let region = record.region { return .region(region.key) }
-        return .dirent(record.dirent!.key)
+    /// `checkpoint` under the locks (or at start).
+    private func checkpointLocked(restartLog: Bool) throws {
+        do {
+            try store.checkpoint(meta: ["incarnation": incarnation, "sequence": String(sequence), "clock": String(clock)])
+        } catch let error as SQLiteError {
+            if store.isRolledBack {
+                // The store lost what it had not committed: rebuild it from the log, which holds all of it.
+                logger.error("catalog checkpoint rolled back; replaying the log into the store", metadata: ["error": "\(error)"])
+                do {
+                    try store.begin()
+                    try replayLog(after: checkpointedSequence)
+                } catch {
+                    logFailed = true
+                    logger.critical("cannot rebuild the catalog store from its log; restart the node", metadata: ["error": "\(error)"])
+                }
+            }
+            throw error.wireError
+        }
+        checkpointedSequence = sequence
+        durableSequence = sequence
+        if restartLog { try startNewLog() }
     }
 
-    /// Writes a compact log (the latest record of each key) under a new incarnation.
-    private func rewrite() throws {
-        incarnation = ContentID.random().hex
-        var bytes = Self.magic + Self.frame { writer in
+    /// Applies the log's frames after `after` to the store again (after it rolled back a checkpoint).
+    private func replayLog(after: UInt64) throws {
+        guard let bytes = FileManagerLite.read(path) else { return }
+        var damaged = false
+        var end = 0
+        let entries = try Self.readFrames(Array(bytes[..<min(bytes.count, Int(logEnd))]), path: path, logger: logger,
+                                          damaged: &damaged, end: &end)
+        try store.batch {
+            for case .record(let seq, let record, let encoded) in entries where seq > after {
+                _ = try store.apply(record, encoded: encoded, seq: seq)
+            }
+        }
+    }
+
+    /// Replaces the log with an empty one (its header only): everything in it is in the store.
+    private func startNewLog() throws {
+        let bytes = Self.magic + Self.frame { writer in
             writer.u8(0)
             writer.string(incarnation)
-        }
-        for entry in latest.values.sorted(by: { $0.seq < $1.seq }) {
-            bytes += Self.frame(seq: entry.seq, encoded: WireBinary.encode(entry.record))
         }
         try FileManagerLite.writeAtomically(path, bytes)
         if log.rawValue >= 0 { try? log.close() }
@@ -263,8 +344,8 @@ public final class CatalogStore: @unchecked Sendable {
     }
 
     /// Reads the catalog under the lock.
-    public func read<T>(_ body: (Catalog) throws -> T) rethrows -> T {
-        try lock.withLock { try body(catalog) }
+    func read<T>(_ body: (StoredCatalog) throws -> T) rethrows -> T {
+        try lock.withLock { try body(store) }
     }
 
     /// Merges records from elsewhere; stores and returns the ones that changed something. They are on disk when
@@ -300,8 +381,10 @@ public final class CatalogStore: @unchecked Sendable {
         lock.withLock { Int(unjournalledSequence - min(unjournalledSequence, durableSequence)) }
     }
 
-    /// Bytes of the log up to its last frame.
-    public var logBytes: Int { lock.withLock { Int(logEnd) } }
+    /// Bytes of the catalog on disk: the store (with its write-ahead log) and the log.
+    public var diskBytes: Int {
+        lock.withLock { Int(logEnd) + store.fileBytes }
+    }
 
     /// Makes what was appended so far durable within `deferredSyncMilliseconds`, sharing the fsync with whatever
     /// else comes meanwhile (a namespace change; see `commitAndBroadcast`).
@@ -326,43 +409,61 @@ public final class CatalogStore: @unchecked Sendable {
     /// `withRegions: false`: the answer's inode without the slices of its regions (cheap for a file written in
     /// place many times; the writer knows them).
     /// Returns the change's records encoded (for the peers), and the resulting inode's attributes.
-    public func mutate(withRegions: Bool = true, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (EncodedRecords, InodeStat?) {
+    func mutate(withRegions: Bool = true, _ plan: (StoredCatalog, Version, Int64) throws -> Catalog.Change) throws -> (EncodedRecords, InodeStat?) {
         try lock.withLock {
-            let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
+            _ = store.takeFailure()  // an earlier read's, not this plan's
+            let change = try plan(store, nextVersion(), wallClockNanoseconds())
+            if let failure = store.takeFailure() { throw failure.wireError }
             let records = EncodedRecords(change.records)
             _ = try applyLocked(records)
-            let stat = change.resultInode.flatMap { withRegions ? catalog.inode($0) : catalog.baseInode($0) }.map { catalog.stat($0) }
+            let stat = change.resultInode.flatMap { withRegions ? store.inode($0) : store.baseInode($0) }.map { store.stat($0) }
             return (records, stat)
         }
     }
 
     /// A change made durable first by another journal (the piece journal: the pieces' bytes and these records in
-    /// one fdatasync). Planned and applied in memory under the lock; `journal` writes the records there under the
-    /// lock too, so that whatever is planned on top of them is journalled after them (one fdatasync of a later
-    /// record covers the earlier ones). They reach this log only through `appendJournalled`, once the journal is
-    /// synced: the log can never hold a record whose pieces might not survive a crash.
+    /// one fdatasync). Planned and applied under the lock; `journal` writes the records there under the lock too,
+    /// so that whatever is planned on top of them is journalled after them (one fdatasync of a later record covers
+    /// the earlier ones). They reach this log only through `appendJournalled`, once the journal is synced: the log
+    /// can never hold a record whose pieces might not survive a crash, and no checkpoint commits them to the store
+    /// before (`pendingJournalled`). The caller calls `appendJournalled` or `abandonJournalled` with what this returns.
     /// Returns the records that changed something, encoded (for the log and the peers).
-    public func mutateJournalled(withRegions: Bool, _ plan: (Catalog, Version, Int64) throws -> Catalog.Change,
-                                 journal: (EncodedRecords) throws -> Void) throws -> (EncodedRecords, InodeStat?) {
+    func mutateJournalled(withRegions: Bool, _ plan: (StoredCatalog, Version, Int64) throws -> Catalog.Change,
+                          journal: (EncodedRecords) throws -> Void) throws -> (EncodedRecords, InodeStat?) {
         try lock.withLock {
             if logFailed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
-            let change = try plan(catalog, nextVersion(), wallClockNanoseconds())
+            _ = store.takeFailure()
+            let change = try plan(store, nextVersion(), wallClockNanoseconds())
+            if let failure = store.takeFailure() { throw failure.wireError }
             let planned = EncodedRecords(change.records)
-            try journal(planned)
-            let applied = planned.filter { catalog.apply($0) }
+            let applied: EncodedRecords
+            do {
+                applied = try store.batch {
+                    try journal(planned)
+                    var index = 0
+                    return try planned.filter { record in
+                        defer { index += 1 }
+                        return try store.apply(record, encoded: planned.encoded[index], seq: nil)
+                    }
+                }
+            } catch let error as SQLiteError {
+                throw error.wireError
+            }
+            pendingJournalled += applied.records.count
             for record in applied.records { clock = max(clock, record.version.clock) }
-            let stat = change.resultInode.flatMap { withRegions ? catalog.inode($0) : catalog.baseInode($0) }.map { catalog.stat($0) }
+            let stat = change.resultInode.flatMap { withRegions ? store.inode($0) : store.baseInode($0) }.map { store.stat($0) }
             return (applied, stat)
         }
     }
 
     /// Writes journalled records to the log (those not replaced meanwhile); synced within a few milliseconds.
-    public func appendJournalled(_ records: EncodedRecords) throws {
+    func appendJournalled(_ records: EncodedRecords) throws {
         let appended: Bool = try lock.withLock {
+            pendingJournalled -= records.records.count
             var bytes: [UInt8] = []
-            for (record, encoded) in zip(records.records, records.encoded) where catalog.holds(record) {
+            for (record, encoded) in zip(records.records, records.encoded) where store.holds(record) {
                 sequence += 1
-                remember(LogEntry(seq: sequence, record: record))
+                do { try store.assignSequence(sequence, to: record) } catch let error as SQLiteError { throw error.wireError }
                 bytes += Self.frame(seq: sequence, encoded: encoded)
             }
             guard !bytes.isEmpty else { return false }
@@ -379,6 +480,11 @@ public final class CatalogStore: @unchecked Sendable {
             return true
         }
         if appended { scheduleSync() }
+    }
+
+    /// Journalled records that will never reach the log (their journal failed): checkpoints go on without them.
+    func abandonJournalled(_ records: EncodedRecords) {
+        lock.withLock { pendingJournalled -= records.records.count }
     }
 
     /// Makes every record appended so far durable (outside the lock: other appends go on meanwhile).
@@ -420,59 +526,63 @@ public final class CatalogStore: @unchecked Sendable {
         try log.syncData()
     }
 
-    /// Applies and appends to the log (not fsynced: see `syncLog()`).
+    /// Applies to the store and appends to the log (not fsynced: see `syncLog()`), as one batch: a failure of
+    /// either leaves neither changed.
     private func applyLocked(_ records: EncodedRecords) throws -> EncodedRecords {
-        var bytes: [UInt8] = []
-        let applied = records.filter { catalog.apply($0) }
-        for (record, encoded) in zip(applied.records, applied.encoded) {
-            sequence += 1
-            clock = max(clock, record.version.clock)
-            remember(LogEntry(seq: sequence, record: record))
-            bytes += Self.frame(seq: sequence, encoded: encoded)
-        }
-        guard !bytes.isEmpty else { return applied }
+        if logFailed { throw OuroError(.internal, "the catalog log could not be written to disk earlier; restart the node") }
+        let first = sequence
         do {
-            try reserveLogSpace(Int64(bytes.count))
-            _ = try bytes.withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logEnd, $0) }
-            logEnd += Int64(bytes.count)
-            unjournalledSequence = sequence
-        } catch let error as Errno {
-            // The in-memory catalog is ahead of the log now; fail loudly rather than acknowledge, now or later.
-            logFailed = true
-            logger.critical("catalog log write failed; the node must be restarted to store catalog changes again",
-                            metadata: ["error": "\(error)"])
-            throw ChunkStore.wireError(error, "writing the catalog log")
+            return try store.batch {
+                var bytes: [UInt8] = []
+                var next = sequence
+                var index = 0
+                let applied = try records.filter { record in
+                    defer { index += 1 }
+                    guard try store.apply(record, encoded: records.encoded[index], seq: next + 1) else { return false }
+                    next += 1
+                    return true
+                }
+                for (offset, encoded) in applied.encoded.enumerated() {
+                    bytes += Self.frame(seq: first + UInt64(offset) + 1, encoded: encoded)
+                }
+                guard !bytes.isEmpty else { return applied }
+                do {
+                    try reserveLogSpace(Int64(bytes.count))
+                    _ = try bytes.withUnsafeBytes { try log.writeAll(toAbsoluteOffset: logEnd, $0) }
+                } catch let error as Errno {
+                    // A write that failed may have left part of its pages; the next append goes over them, but a
+                    // kernel that lost pages may report a later fsync as done: nothing more from this log.
+                    logFailed = true
+                    logger.critical("catalog log write failed; the node must be restarted to store catalog changes again",
+                                    metadata: ["error": "\(error)"])
+                    throw ChunkStore.wireError(error, "writing the catalog log")
+                }
+                logEnd += Int64(bytes.count)
+                sequence = next
+                unjournalledSequence = sequence
+                for record in applied.records { clock = max(clock, record.version.clock) }
+                return applied
+            }
+        } catch let error as SQLiteError {
+            throw error.wireError
         }
-        return applied
     }
 
     /// Records applied here after `afterSequence` (at most `limit`), and the sequence to ask from next time.
     public func changes(after afterSequence: UInt64, limit: Int) -> (records: [CatalogRecord], last: UInt64, more: Bool) {
         lock.withLock {
-            // Binary search for the first entry after the cursor, then walk forward over live entries.
-            var low = 0
-            var high = order.count
-            while low < high {
-                let middle = (low + high) / 2
-                if order[middle].seq <= afterSequence { low = middle + 1 } else { high = middle }
-            }
+            let found = store.records(after: afterSequence, upTo: durableSequence, limit: limit)
             var batch: [CatalogRecord] = []
             var batchBytes = 0
             var last = afterSequence
-            var index = low
-            while index < order.count {
-                let (seq, key) = order[index]
-                guard seq <= durableSequence else { break }
-                index += 1
-                guard let entry = latest[key], entry.seq == seq else { continue }
-                if batch.count == limit { return (batch, last, true) }
-                let size = Self.roughSize(entry.record)
+            for (seq, record) in found {
+                let size = Self.roughSize(record)
                 if !batch.isEmpty && batchBytes + size > Limits.syncBatchBytes { return (batch, last, true) }
                 batchBytes += size
-                batch.append(entry.record)
+                batch.append(record)
                 last = seq
             }
-            return (batch, last, false)
+            return (batch, last, found.count == limit)
         }
     }
 
@@ -489,7 +599,10 @@ public final class CatalogStore: @unchecked Sendable {
         return bytes + inode.xattrs.reduce(0) { $0 + $1.key.utf8.count + $1.value.count + 8 }
     }
 
-    public var recordCount: Int { lock.withLock { latest.count } }
+    public var recordCount: Int { lock.withLock { store.recordCount } }
+
+    /// Live inodes (the root included).
+    public var fileCount: Int { lock.withLock { store.fileCount } }
 }
 
 func wallClockNanoseconds() -> Int64 {

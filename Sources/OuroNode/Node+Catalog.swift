@@ -47,7 +47,7 @@ extension Node {
     /// or the next synchronous commit.
     @discardableResult
     func commitAndBroadcast(withRegions: Bool = true, durability: CommitDurability = .now,
-                            _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
+                            _ plan: (StoredCatalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
         let (records, stat) = try catalog.mutate(withRegions: withRegions, plan)
         switch durability {
         case .now:
@@ -219,7 +219,7 @@ extension Node {
             try catalog.read { catalog in catalog.stat(try catalog.existingWithContent(id)) }
         }
         func mutate(withRegions: Bool = true, _ durability: CommitDurability = .now,
-                    _ plan: (Catalog, Version, Int64) throws -> Catalog.Change) throws {
+                    _ plan: (StoredCatalog, Version, Int64) throws -> Catalog.Change) throws {
             reply.stat = try commitAndBroadcast(withRegions: withRegions, durability: durability, plan)
         }
         let uid = request.uid ?? 0
@@ -326,7 +326,7 @@ extension Node {
                     throw OuroError.badRequest("WRITESLICES carries at most \(Limits.streamBufferBytes) bytes, as many as its slices say, inside the file")
                 }
                 let plan = { [address] (stored: [ContentSlice]) in
-                    { (catalog: Catalog, version: Version, now: Int64) throws -> Catalog.Change in
+                    { (catalog: StoredCatalog, version: Version, now: Int64) throws -> Catalog.Change in
                         try catalog.planWriteSlices(inode: request.inode, slices: stored, truncatedTo: request.truncatedTo, sizeBytes: size,
                                                     contentID: .random(), start: address, version: version, nowNs: now)
                     }
@@ -370,7 +370,7 @@ extension Node {
                 try catalog.planCompactRegion(inode: request.inode, offset: offset, seen: seen, cuts: cuts, merged: merged, version: version)
             }
             reply.stat?.inode.content = nil
-            reply.regions = catalog.read { $0.regions[request.inode ?? 0]?[offset / Limits.regionBytes] }.map { [$0] }
+            reply.regions = catalog.read { $0.regionRecord(of: request.inode ?? 0, region: offset / Limits.regionBytes) }.map { [$0] }
         case .statfs:
             reply.usage = ringUsage()
         case .sync:
@@ -388,7 +388,7 @@ extension Node {
     func compactionCandidates(_ inode: UInt64?, _ slices: [ContentSlice]) -> [RegionRecord] {
         let written = Set(slices.flatMap { slice in (slice.fileOffset / Limits.regionBytes)...((slice.fileEnd - 1) / Limits.regionBytes) })
         return catalog.read { catalog in
-            written.sorted().compactMap { catalog.regions[inode ?? 0]?[$0] }.filter { $0.slices.count > Limits.compactRegionSlices }
+            written.sorted().compactMap { catalog.regionRecord(of: inode ?? 0, region: $0) }.filter { $0.slices.count > Limits.compactRegionSlices }
         }
     }
 

@@ -260,7 +260,7 @@ extension Node {
     /// journal) and by `copies - 1` others (sent first, answers read last), and the commit's records go into the
     /// same journal append, before the catalog log or any peer sees them. Nil when the journal cannot take it.
     func commitCarriedSlices(_ slices: [ContentSlice], data: [UInt8],
-                             plan: ([ContentSlice]) -> (Catalog, Version, Int64) throws -> Catalog.Change) throws -> (InodeStat?, [ContentSlice])? {
+                             plan: ([ContentSlice]) -> (StoredCatalog, Version, Int64) throws -> Catalog.Change) throws -> (InodeStat?, [ContentSlice])? {
         let piece = try carriedPiece(slices, data: data)
         let stored = piece.slices
         let local: [(chunk: ChunkID, bytes: [UInt8], crc32c: UInt32)] = [(piece.chunk, data, piece.crc32c)]
@@ -289,6 +289,12 @@ extension Node {
         let namesPending = catalog.unsyncedRecords > 0
         do {
             try pieceJournal.sync(ticket)
+        } catch {
+            catalog.abandonJournalled(records)
+            for copy in pending { copy.connection?.socket.abort() }
+            throw error
+        }
+        do {
             try catalog.appendJournalled(records)
         } catch {
             for copy in pending { copy.connection?.socket.abort() }

@@ -133,7 +133,8 @@ extension Node {
                             repair: repairStatus(), netmap: netmap)
         info.catalogUnsyncedRecords = catalog.unsyncedRecords
         info.pieceJournalBytes = pieceJournal.journalledBytes
-        info.catalogBytes = catalog.logBytes
+        info.catalogBytes = catalog.diskBytes
+        info.catalogReplayedRecords = catalog.replayedRecords
         return info
     }
 }
