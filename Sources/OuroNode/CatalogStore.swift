@@ -8,7 +8,7 @@ import SystemPackage
 /// The node's durable catalog: the merged catalog in a store on disk (`StoredCatalog`, `<data>/catalog.sqlite`),
 /// and an append-only log of the records applied since the store's last checkpoint (`<data>/catalog.log`,
 /// checksummed binary frames, fsynced per batch). A change is durable once its frame is fsynced (the commit path
-/// stays one append); every second the store commits what was applied (one transaction, fsynced), so a restart
+/// stays one append); every few seconds the store commits what was applied (one transaction, fsynced), so a restart
 /// opens the store and replays only the frames after its checkpoint. Every applied record gets a sequence number,
 /// kept with it in the store, so a peer can ask for "everything after N" (`CATALOG SYNC`) through an index.
 public final class CatalogStore: @unchecked Sendable {
@@ -262,7 +262,7 @@ public final class CatalogStore: @unchecked Sendable {
 
     /// How often the store commits what was applied; `OURO_CATALOG_CHECKPOINT_MS` changes it.
     public static let checkpointMilliseconds = getenv("OURO_CATALOG_CHECKPOINT_MS")
-        .flatMap { Int(String(cString: $0)) }.map { max(10, $0) } ?? 1000
+        .flatMap { Int(String(cString: $0)) }.map { max(10, $0) } ?? 5000
 
     private func startCheckpoints() {
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "catalog.checkpoint"))
@@ -282,7 +282,13 @@ public final class CatalogStore: @unchecked Sendable {
         try syncLock.withLock {  // no fsync of a log that is being replaced
             try lock.withLock {
                 guard !logFailed, pendingJournalled == 0, sequence > checkpointedSequence || logEnd > Self.logRestartBytes else { return }
+                let started = wallClockNanoseconds()
+                let records = sequence - checkpointedSequence
                 try checkpointLocked(restartLog: logEnd > Self.logRestartBytes)
+                let milliseconds = (wallClockNanoseconds() - started) / 1_000_000
+                if milliseconds >= 20 {
+                    logger.notice("slow catalog checkpoint", metadata: ["ms": "\(milliseconds)", "records": "\(records)"])
+                }
             }
         }
     }

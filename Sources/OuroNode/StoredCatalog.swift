@@ -36,6 +36,7 @@ final class StoredCatalog: CatalogView {
     private let getOwner, retainContent, releaseContent, dropContent, chunkedOwners: SQLiteStatement
     private let inodesAfter, direntsAfter, regionsAfter, placementsAfter: SQLiteStatement
     private let getMeta, putMeta: SQLiteStatement
+    private let savepoint, release, rollback: SQLiteStatement
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -121,6 +122,9 @@ final class StoredCatalog: CatalogView {
         placementsAfter = try db.prepare("SELECT seq, record FROM placements WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?")
         getMeta = try db.prepare("SELECT value FROM meta WHERE name = ?")
         putMeta = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES(?, ?)")
+        savepoint = try db.prepare("SAVEPOINT batch")
+        release = try db.prepare("RELEASE batch")
+        rollback = try db.prepare("ROLLBACK TO batch")
         try database.execute("BEGIN IMMEDIATE")
         recordCount = meta("records").flatMap { Int($0) } ?? 0
         liveInodeCount = meta("liveInodes").flatMap { Int($0) } ?? 1
@@ -169,14 +173,15 @@ final class StoredCatalog: CatalogView {
     /// A batch of changes that applies whole or not at all (a full disk mid-way leaves no half of it).
     func batch<T>(_ body: () throws -> T) throws -> T {
         let counts = (recordCount, liveInodeCount, placementCount)
-        try database.execute("SAVEPOINT batch")
+        try savepoint.bind().run()
         do {
             let result = try body()
-            try database.execute("RELEASE batch")
+            try release.bind().run()
             return result
         } catch {
             inodeCache = [:]
-            try? database.execute("ROLLBACK TO batch; RELEASE batch")
+            try? rollback.bind().run()
+            try? release.bind().run()
             (recordCount, liveInodeCount, placementCount) = counts
             throw error
         }

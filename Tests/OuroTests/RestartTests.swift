@@ -50,7 +50,7 @@ import Testing
     /// few thousand files and a quiet second, a whole-ring SIGKILL and start replays nothing, and every file is
     /// there with its bytes, on every node.
     @Test func restartReplaysOnlyWhatCameAfterTheCheckpoint() throws {
-        let ring = try Ring(nodes: 3, label: "restart-store")
+        let ring = try Ring(nodes: 3, settings: Ring.Settings(environment: ["OURO_CATALOG_CHECKPOINT_MS": "500"]), label: "restart-store")
         defer { ring.shutdown() }
         var generator = PseudoRandomBytes(seed: TestSeed.derived("restartReplaysOnly"))
         let files = (0..<3000).map { (name: "f\($0)", bytes: generator.bytes(1 + $0 % 300)) }
@@ -72,7 +72,7 @@ import Testing
         #expect(failures.isEmpty, "\(failures.prefix(3))")
         let before = try ring.info(0)
         #expect(before.catalogRecords >= 6000, "an inode and a name per file: \(before.catalogRecords)")
-        usleep(2_500_000)  // past the next checkpoint (every second)
+        usleep(1_500_000)  // past the next checkpoint
 
         for node in 0..<3 { ring.members[node].process?.send(SIGKILL) }
         for node in 0..<3 { ring.kill(node) }
