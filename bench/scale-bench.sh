@@ -71,6 +71,8 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30) as s:
 PY
 }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# The kernel's dentries and inodes only (the FUSE mount's caches): the nodes' files stay in the page cache.
+drop_fuse() { sync; echo 2 >/proc/sys/vm/drop_caches; }
 
 # Makes COUNT files of 1 KiB named f0… in DIR (created), or removes them with "rm"; prints files/s.
 cat >"$work/files.py" <<'PY'
@@ -111,8 +113,14 @@ for i in 0 1 2; do tlog "node $i: catalog $(node_info_field $i catalogBytes) byt
 drop; t0=$(now); ls -l "$mnt/d0" >/dev/null; ls_s=$(elapsed "$t0" "$(now)")
 drop; t0=$(now); found=$(find "$mnt" | wc -l); find_s=$(elapsed "$t0" "$(now)")
 t0=$(now); listed=$(printf 'FILE LIST\n' | timeout 300 nc -N 127.0.0.1 "$BASE_PORT" | wc -l); list_s=$(elapsed "$t0" "$(now)")
+drop_fuse; t0=$(now); ls -l "$mnt/d0" >/dev/null; ls_warm_s=$(elapsed "$t0" "$(now)")
+drop_fuse; t0=$(now); find "$mnt" >/dev/null; find_warm_s=$(elapsed "$t0" "$(now)")
 echo
 echo "cold ls -l of $(( BATCH < FILES ? BATCH : FILES )) files: $ls_s s; cold find of $found entries: $find_s s; FILE LIST ($listed lines): $list_s s"
+echo "with the nodes' files in the page cache (only the mount's kernel caches dropped): ls -l $ls_warm_s s; find $find_warm_s s"
+for f in catalog.sqlite catalog.sqlite-wal catalog.log; do
+    [ -e "$work/ring/node-0/$f" ] && tlog "node 0 $f: $(stat -c %s "$work/ring/node-0/$f") bytes"
+done
 
 tlog "restarting the whole ring"
 kill -INT "$up_pid"; wait "$up_pid" 2>/dev/null || true
@@ -123,7 +131,7 @@ until stat "$mnt/d0/f0" >/dev/null 2>&1; do
     sleep 0.05
 done
 restart_s=$(elapsed "$t0" "$(now)")
-echo "whole-ring restart until a stat through the mount answers: $restart_s s"
+echo "whole-ring restart until a stat through the mount answers: $restart_s s (catalog records replayed from the logs: $(node_info_field 0 catalogReplayedRecords) / $(node_info_field 1 catalogReplayedRecords) / $(node_info_field 2 catalogReplayedRecords); node RSS MiB $(rss_mib "$(node_pid 0)") / $(rss_mib "$(node_pid 1)") / $(rss_mib "$(node_pid 2)"))"
 made=0
 for b in $(seq 0 $((batches - 1))); do
     count=$(( FILES - made < BATCH ? FILES - made : BATCH )); made=$((made + count))

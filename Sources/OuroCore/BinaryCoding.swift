@@ -58,6 +58,11 @@ public struct BinaryReader {
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     public var isAtEnd: Bool { offset == bytes.count }
+
+    public var remainingCount: Int { bytes.count - offset }
+
+    /// The bytes read since `start` (a position taken before), as they are.
+    public func bytesRead(since start: Int) -> [UInt8] { Array(bytes[start..<offset]) }
     /// How many bytes have been read.
     public var position: Int { offset }
 
@@ -484,11 +489,6 @@ public struct EncodedRecords: Sendable {
         encoded = records.map { WireBinary.encode($0) }
     }
 
-    private init(records: [CatalogRecord], encoded: [[UInt8]]) {
-        self.records = records
-        self.encoded = encoded
-    }
-
     public var isEmpty: Bool { records.isEmpty }
 
     /// The wire form of `[CatalogRecord]`: a count, then each record.
@@ -508,18 +508,31 @@ public struct EncodedRecords: Sendable {
         return kept
     }
 
+    /// Records with the bytes they were stored as (each `encoded` is its record's encoding).
+    public init(records: [CatalogRecord], encoded: [[UInt8]]) {
+        precondition(records.count == encoded.count)
+        self.records = records
+        self.encoded = encoded
+    }
+
     /// Decodes the wire form of `[CatalogRecord]`, keeping each record's bytes.
     public static func decode(_ payload: [UInt8]) throws(OuroError) -> EncodedRecords {
         var reader = BinaryReader(payload)
+        let decoded = try read(from: &reader)
+        guard reader.isAtEnd else { throw .badRequest("malformed binary payload: trailing bytes") }
+        return decoded
+    }
+
+    /// Reads the wire form of `[CatalogRecord]` inside a larger payload, keeping each record's bytes.
+    public static func read(from reader: inout BinaryReader) throws(OuroError) -> EncodedRecords {
         let count = Int(try reader.u32())
-        guard count <= payload.count else { throw .badRequest("malformed binary payload") }
+        guard count <= reader.remainingCount else { throw .badRequest("malformed binary payload") }
         var decoded = EncodedRecords(records: [], encoded: [])
         for _ in 0..<count {
             let start = reader.position
             decoded.records.append(try reader.value(CatalogRecord.self))
-            decoded.encoded.append(Array(payload[start..<reader.position]))
+            decoded.encoded.append(reader.bytesRead(since: start))
         }
-        guard reader.isAtEnd else { throw .badRequest("malformed binary payload: trailing bytes") }
         return decoded
     }
 }

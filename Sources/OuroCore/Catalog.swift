@@ -44,9 +44,12 @@ public struct Catalog: CatalogView, Sendable {
             let current = inodes[inode.id]
             if let current, current.version >= inode.version { return false }
             let wasLive = current.map { !$0.deleted } ?? true
-            if let current, !current.deleted { release(current.content?.pieces.map(\.id) ?? []) }
+            if let current, !current.deleted { release(current.content?.pieces ?? []) }
+            // A live inode holds its regions' slices: dropped with it, held again if a later change revives it.
             if wasLive, inode.deleted {
                 for region in (regions[inode.id] ?? [:]).values { release(Self.sources(of: region.slices)) }
+            } else if !wasLive, !inode.deleted {
+                for region in (regions[inode.id] ?? [:]).values { retain(Self.sources(of: region.slices), by: inode.id) }
             }
             let wasDirectory = isLiveDirectory(inode.id)
             inodes[inode.id] = inode
@@ -54,7 +57,7 @@ public struct Catalog: CatalogView, Sendable {
             if wasDirectory != isDirectory {
                 for parent in parents[inode.id] ?? [] { subdirectories[parent, default: 0] += isDirectory ? 1 : -1 }
             }
-            if !inode.deleted { retain(inode.content?.pieces.map(\.id) ?? [], by: inode.id) }
+            if !inode.deleted { retain(inode.content?.pieces ?? [], by: inode.id) }
             return true
         }
         guard let dirent = record.dirent else { return false }
@@ -78,20 +81,25 @@ public struct Catalog: CatalogView, Sendable {
         return true
     }
 
-    public static func sources(of slices: [ContentSlice]) -> [ContentID] {
+    /// The contents a region's slices read from, each once.
+    public static func sources(of slices: [ContentSlice]) -> [FileContent] {
         var seen = Set<ContentID>()
-        return slices.compactMap { seen.insert($0.source.id).inserted ? $0.source.id : nil }
+        return slices.compactMap { seen.insert($0.source.id).inserted ? $0.source : nil }
     }
 
-    private mutating func retain(_ ids: [ContentID], by inode: UInt64) {
-        for id in ids {
+    /// The pieces whose chunk files a record keeps alive: only contents stored in chunks are tracked (an inline
+    /// content has no chunk to check or collect).
+    public static func tracked(_ pieces: [FileContent]) -> [FileContent] { pieces.filter { !$0.chunks.isEmpty } }
+
+    private mutating func retain(_ pieces: [FileContent], by inode: UInt64) {
+        for id in Self.tracked(pieces).map(\.id) {
             contentOwners[id] = inode
             contentReferences[id, default: 0] += 1
         }
     }
 
-    private mutating func release(_ ids: [ContentID]) {
-        for id in ids {
+    private mutating func release(_ pieces: [FileContent]) {
+        for id in Self.tracked(pieces).map(\.id) {
             let count = (contentReferences[id] ?? 1) - 1
             if count <= 0 {
                 contentReferences[id] = nil

@@ -25,6 +25,11 @@ public protocol CatalogView {
     var holdsPlacements: Bool { get }
     /// The inode whose content (its own or a region's slice) is this content.
     func contentOwner(_ id: ContentID) -> UInt64?
+    /// Live entries of a directory with their inodes (as `inode(_:)` gives them), sorted by name. Derived from the
+    /// reads above (the default below); a store answers it for the whole directory in a few queries.
+    func entries(of directory: UInt64) -> [(name: String, inode: Inode)]
+    /// `entries(of:)` with each entry's attributes (its link count).
+    func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)]
 }
 
 extension CatalogView {
@@ -43,7 +48,7 @@ extension CatalogView {
     }
 
     /// An inode's content with the slices of its regions on top: what its bytes are.
-    func assembled(_ content: FileContent?, regions records: [RegionRecord]) -> FileContent? {
+    public func assembled(_ content: FileContent?, regions records: [RegionRecord]) -> FileContent? {
         guard let content, !records.isEmpty else { return content }
         var slices = content.asSlices
         for record in records { slices += record.slices }
@@ -68,7 +73,7 @@ extension CatalogView {
     }
 
     /// The content with its current placement (re-replicated chunks point at their new holders).
-    func placed(_ content: FileContent) -> FileContent {
+    public func placed(_ content: FileContent) -> FileContent {
         if let slices = content.slices {
             var content = content
             content.slices = slices.map { slice in
@@ -104,6 +109,10 @@ extension CatalogView {
     /// Live entries of a directory, sorted by name.
     public func entries(of directory: UInt64) -> [(name: String, inode: Inode)] {
         childIDs(of: directory).compactMap { name, id in inode(id).map { (name, $0) } }.sorted { $0.name < $1.name }
+    }
+
+    public func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)] {
+        entries(of: directory).map { ($0.name, stat($0.inode)) }
     }
 
     public func hasEntries(_ directory: UInt64) -> Bool {

@@ -574,35 +574,26 @@ public final class CatalogStore: @unchecked Sendable {
         }
     }
 
-    /// Records applied here after `afterSequence` (at most `limit`), and the sequence to ask from next time.
-    public func changes(after afterSequence: UInt64, limit: Int) -> (records: [CatalogRecord], last: UInt64, more: Bool) {
+    /// Records applied here after `afterSequence` (at most `limit`, and about `Limits.syncBatchBytes`), as stored,
+    /// and the sequence to ask from next time.
+    public func changes(after afterSequence: UInt64, limit: Int) -> (records: EncodedRecords, last: UInt64, more: Bool) {
         lock.withLock {
             let found = store.records(after: afterSequence, upTo: durableSequence, limit: limit)
-            var batch: [CatalogRecord] = []
+            var records: [CatalogRecord] = []
+            var encoded: [[UInt8]] = []
             var batchBytes = 0
             var last = afterSequence
-            for (seq, record) in found {
-                let size = Self.roughSize(record)
-                if !batch.isEmpty && batchBytes + size > Limits.syncBatchBytes { return (batch, last, true) }
-                batchBytes += size
-                batch.append(record)
+            for (seq, record, bytes) in found {
+                if !records.isEmpty && batchBytes + bytes.count > Limits.syncBatchBytes {
+                    return (EncodedRecords(records: records, encoded: encoded), last, true)
+                }
+                batchBytes += bytes.count
+                records.append(record)
+                encoded.append(bytes)
                 last = seq
             }
-            return (batch, last, found.count == limit)
+            return (EncodedRecords(records: records, encoded: encoded), last, found.count == limit)
         }
-    }
-
-    /// About what a record takes encoded, without encoding it (the batch is encoded once, when it is sent): small,
-    /// but for inline bytes, chunk placements and extended attributes, counted generously.
-    private static func roughSize(_ record: CatalogRecord) -> Int {
-        if let region = record.region { return 128 + region.slices.count * 256 }
-        guard let inode = record.inode else { return 256 }
-        var bytes = 256 + (inode.content?.inlineData?.count ?? 0)
-        for piece in inode.content?.pieces ?? [] {
-            bytes += 128
-            for chunk in piece.chunks { bytes += 16 + chunk.holders.reduce(0) { $0 + $1.host.utf8.count + 8 } }
-        }
-        return bytes + inode.xattrs.reduce(0) { $0 + $1.key.utf8.count + $1.value.count + 8 }
     }
 
     public var recordCount: Int { lock.withLock { store.recordCount } }

@@ -8,9 +8,10 @@ struct SyncBatch: BinaryCodable {
     var incarnation: String
     var last: UInt64
     var more: Bool
-    var records: [CatalogRecord]
+    /// Sent and stored as they were stored: no record is decoded and encoded again on the way.
+    var records: EncodedRecords
 
-    init(incarnation: String, last: UInt64, more: Bool, records: [CatalogRecord]) {
+    init(incarnation: String, last: UInt64, more: Bool, records: EncodedRecords) {
         self.incarnation = incarnation
         self.last = last
         self.more = more
@@ -21,11 +22,12 @@ struct SyncBatch: BinaryCodable {
         writer.string(incarnation)
         writer.u64(last)
         writer.bool(more)
-        writer.value(records)
+        writer.raw(records.arrayBytes)
     }
 
     init(from reader: inout BinaryReader) throws(OuroError) {
-        self.init(incarnation: try reader.string(), last: try reader.u64(), more: try reader.bool(), records: try reader.value())
+        self.init(incarnation: try reader.string(), last: try reader.u64(), more: try reader.bool(),
+                  records: try EncodedRecords.read(from: &reader))
     }
 }
 
@@ -248,8 +250,8 @@ extension Node {
                 guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
                 // Attributes only: an entry's placement and attributes are fetched by GETATTR when it is opened,
                 // and leaving them out keeps a listing of thousands of files small and quick to decode.
-                return catalog.entries(of: directory.id).map { entry in
-                    var stat = catalog.stat(entry.inode).withoutContentDetail(chunks: false)
+                return catalog.listing(of: directory.id).map { entry in
+                    var stat = entry.stat.withoutContentDetail(chunks: false)
                     stat.inode.xattrs = [:]
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }

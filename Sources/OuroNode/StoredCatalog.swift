@@ -37,11 +37,13 @@ final class StoredCatalog: CatalogView {
     private let inodesAfter, direntsAfter, regionsAfter, placementsAfter: SQLiteStatement
     private let getMeta, putMeta: SQLiteStatement
     private let savepoint, release, rollback: SQLiteStatement
+    private let inodesIn, regionsIn, nameCountsIn, subdirectoriesIn: SQLiteStatement
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS inodes(id INTEGER PRIMARY KEY, seq INTEGER, clock INTEGER NOT NULL,
-            origin TEXT NOT NULL, live_directory INTEGER NOT NULL, deleted INTEGER NOT NULL, record BLOB NOT NULL);
+        CREATE TABLE IF NOT EXISTS inodes(id INTEGER PRIMARY KEY, seq INTEGER,
+            clock INTEGER NOT NULL, origin TEXT NOT NULL, live_directory INTEGER NOT NULL, deleted INTEGER NOT NULL,
+            record BLOB NOT NULL);
         CREATE INDEX IF NOT EXISTS inodes_seq ON inodes(seq) WHERE seq IS NOT NULL;
         CREATE TABLE IF NOT EXISTS dirents(parent INTEGER NOT NULL, name TEXT NOT NULL, target INTEGER,
             seq INTEGER, clock INTEGER NOT NULL, origin TEXT NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;
@@ -54,9 +56,7 @@ final class StoredCatalog: CatalogView {
             clock INTEGER NOT NULL, origin TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY(content, chunk));
         CREATE INDEX IF NOT EXISTS placements_seq ON placements(seq) WHERE seq IS NOT NULL;
         CREATE TABLE IF NOT EXISTS subdirectories(directory INTEGER PRIMARY KEY, count INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS contents(id TEXT PRIMARY KEY, owner INTEGER NOT NULL, refs INTEGER NOT NULL,
-            chunked INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS contents_chunked ON contents(owner) WHERE chunked = 1;
+        CREATE TABLE IF NOT EXISTS contents(id TEXT PRIMARY KEY, owner INTEGER NOT NULL, refs INTEGER NOT NULL) WITHOUT ROWID;
         """
 
     /// Opens (or creates) the store and starts its write transaction. `cacheBytes` bounds SQLite's page cache.
@@ -108,12 +108,12 @@ final class StoredCatalog: CatalogView {
             """)
         getOwner = try db.prepare("SELECT owner FROM contents WHERE id = ?")
         retainContent = try db.prepare("""
-            INSERT INTO contents(id, owner, refs, chunked) VALUES(?, ?, 1, ?)
-            ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, refs = refs + 1, chunked = excluded.chunked
+            INSERT INTO contents(id, owner, refs) VALUES(?, ?, 1)
+            ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, refs = refs + 1
             """)
         releaseContent = try db.prepare("UPDATE contents SET refs = refs - 1 WHERE id = ?")
         dropContent = try db.prepare("DELETE FROM contents WHERE id = ? AND refs <= 0")
-        chunkedOwners = try db.prepare("SELECT DISTINCT owner FROM contents WHERE chunked = 1")
+        chunkedOwners = try db.prepare("SELECT DISTINCT owner FROM contents")
         inodesAfter = try db.prepare("SELECT seq, record FROM inodes WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?")
         direntsAfter = try db.prepare("""
             SELECT seq, parent, name, target, clock, origin FROM dirents WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?
@@ -122,6 +122,21 @@ final class StoredCatalog: CatalogView {
         placementsAfter = try db.prepare("SELECT seq, record FROM placements WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?")
         getMeta = try db.prepare("SELECT value FROM meta WHERE name = ?")
         putMeta = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES(?, ?)")
+        inodesIn = try db.prepare("""
+            SELECT d.name, d.target, i.record FROM dirents d LEFT JOIN inodes i ON i.id = d.target
+            WHERE d.parent = ? AND d.target IS NOT NULL AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID)))
+            """)
+        regionsIn = try db.prepare("""
+            SELECT r.record FROM regions r WHERE r.inode IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL)
+            """)
+        nameCountsIn = try db.prepare("""
+            SELECT target, count(*) FROM dirents
+            WHERE target IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL) GROUP BY target
+            """)
+        subdirectoriesIn = try db.prepare("""
+            SELECT directory, count FROM subdirectories
+            WHERE directory IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL)
+            """)
         savepoint = try db.prepare("SAVEPOINT batch")
         release = try db.prepare("RELEASE batch")
         rollback = try db.prepare("ROLLBACK TO batch")
@@ -261,7 +276,7 @@ final class StoredCatalog: CatalogView {
             try putRegion.bind(.id(region.inode), .id(region.region), seqValue, .id(region.version.clock),
                                .text(region.version.origin), .blob(encoded)).run()
             if current == nil { recordCount += 1 }
-            if live { try retain(Self.uniqueSources(of: region.slices), by: region.inode) }
+            if live { try retain(Catalog.sources(of: region.slices), by: region.inode) }
             return true
         }
         if let inode = record.inode {
@@ -270,9 +285,12 @@ final class StoredCatalog: CatalogView {
             try checkRead()
             if let current, current.version >= inode.version { return false }
             let wasLive = current.map { !$0.deleted } ?? true
-            if let current, !current.deleted { try release(current.content?.pieces.map(\.id) ?? []) }
+            if let current, !current.deleted { try release(current.content?.pieces ?? []) }
+            // A live inode holds its regions' slices: dropped with it, held again if a later change revives it.
             if wasLive, inode.deleted {
                 for region in regionRecords(of: inode.id).values { try release(Catalog.sources(of: region.slices)) }
+            } else if !wasLive, !inode.deleted {
+                for region in regionRecords(of: inode.id).values { try retain(Catalog.sources(of: region.slices), by: inode.id) }
             }
             let wasDirectory = current.map { $0.kind == .directory && !$0.deleted } ?? false
             let isDirectory = inode.kind == .directory && !inode.deleted
@@ -316,12 +334,6 @@ final class StoredCatalog: CatalogView {
         }
     }
 
-    /// The contents a region's slices read from, each once (as `Catalog.sources(of:)`).
-    private static func uniqueSources(of slices: [ContentSlice]) -> [FileContent] {
-        var seen = Set<ContentID>()
-        return slices.compactMap { seen.insert($0.source.id).inserted ? $0.source : nil }
-    }
-
     private func checkRead() throws {
         if let failure = takeFailure() { throw failure }
     }
@@ -340,13 +352,13 @@ final class StoredCatalog: CatalogView {
     }
 
     private func retain(_ pieces: [FileContent], by inode: UInt64) throws {
-        for piece in pieces {
-            try retainContent.bind(.text(piece.id.hex), .id(inode), .integer(piece.chunks.isEmpty ? 0 : 1)).run()
+        for piece in Catalog.tracked(pieces) {
+            try retainContent.bind(.text(piece.id.hex), .id(inode)).run()
         }
     }
 
-    private func release(_ ids: [ContentID]) throws {
-        for id in ids {
+    private func release(_ pieces: [FileContent]) throws {
+        for id in Catalog.tracked(pieces).map(\.id) {
             try releaseContent.bind(.text(id.hex)).run()
             try dropContent.bind(.text(id.hex)).run()
         }
@@ -420,9 +432,47 @@ final class StoredCatalog: CatalogView {
         read(getOwner.bind(.text(id.hex))) { $0.uint64(0) }
     }
 
+    // MARK: Listings
+
+    /// A directory's entries in four queries (entries with inodes, their regions, their names, their
+    /// subdirectories) rather than several per entry. Rows are not cached: a listing would push out the inodes in use.
+    func entries(of directory: UInt64) -> [(name: String, inode: Inode)] {
+        let rows = readAll(inodesIn.bind(.id(directory))) { row in
+            // No row: the root, which every catalog starts with.
+            row.isNull(2) ? (name: row.text(0), inode: Inode.root) : try Self.record(row.blob(2)).inode.map { (name: row.text(0), inode: $0) }
+        }
+        var regions: [UInt64: [RegionRecord]] = [:]
+        for region in readAll(regionsIn.bind(.id(directory)), { try Self.record($0.blob(0)).region }) where !region.slices.isEmpty {
+            regions[region.inode, default: []].append(region)
+        }
+        return rows.map { name, stored in
+            var inode = stored
+            if let content = inode.content, holdsPlacements { inode.content = placed(content) }
+            if let records = regions[inode.id] {
+                inode.content = assembled(inode.content, regions: records.sorted { $0.region < $1.region }).map(placed)
+            }
+            return (name, inode)
+        }.sorted { $0.name < $1.name }
+    }
+
+    func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)] {
+        let entries = entries(of: directory)
+        var names: [UInt64: Int] = [:]
+        for (id, count) in readAll(nameCountsIn.bind(.id(directory)), { (id: $0.uint64(0), count: Int($0.int64(1))) }) { names[id] = count }
+        var subdirectories: [UInt64: Int] = [:]
+        for (id, count) in readAll(subdirectoriesIn.bind(.id(directory)), { (id: $0.uint64(0), count: Int($0.int64(1))) }) {
+            subdirectories[id] = count
+        }
+        return entries.map { name, inode in
+            let links = inode.kind == .directory ? 2 + (subdirectories[inode.id] ?? 0) : names[inode.id] ?? 0
+            return (name, InodeStat(inode: inode, linkCount: links))
+        }
+    }
+
     // MARK: Scans
 
-    /// Every live content stored in chunks, with current placements (for repair, scrubbing and the janitor).
+    /// Every live content stored in chunks, with current placements (for repair, scrubbing and the janitor): the
+    /// owners of the tracked contents, which are only those in chunks.
     func liveContents() -> [FileContent] {
         let owners = readAll(chunkedOwners.bind()) { $0.uint64(0) }
         return owners.compactMap { inode($0)?.content }.flatMap(\.pieces).filter { !$0.chunks.isEmpty }
@@ -430,18 +480,22 @@ final class StoredCatalog: CatalogView {
 
     var fileCount: Int { liveInodeCount }
 
-    /// Records with sequence numbers after `after` and at most `upTo`, in order, at most `limit`.
-    func records(after: UInt64, upTo: UInt64, limit: Int) -> [(seq: UInt64, record: CatalogRecord)] {
+    /// Records with sequence numbers after `after` and at most `upTo`, in order, at most `limit`, with their
+    /// encodings.
+    func records(after: UInt64, upTo: UInt64, limit: Int) -> [(seq: UInt64, record: CatalogRecord, encoded: [UInt8])] {
         guard upTo > after else { return [] }
         let bounds: [SQLiteValue] = [.integer(Int64(after)), .integer(Int64(upTo)), .integer(Int64(limit))]
-        func rows(_ statement: SQLiteStatement) -> [(seq: UInt64, record: CatalogRecord)] {
-            readAll(statement.bind(bounds[0], bounds[1], bounds[2])) { (seq: $0.uint64(0), record: try Self.record($0.blob(1))) }
+        func rows(_ statement: SQLiteStatement) -> [(seq: UInt64, record: CatalogRecord, encoded: [UInt8])] {
+            readAll(statement.bind(bounds[0], bounds[1], bounds[2])) { row in
+                let bytes = row.blob(1)
+                return (seq: row.uint64(0), record: try Self.record(bytes), encoded: bytes)
+            }
         }
         var all = rows(inodesAfter) + rows(regionsAfter) + rows(placementsAfter)
         all += readAll(direntsAfter.bind(bounds[0], bounds[1], bounds[2])) { row in
-            (seq: row.uint64(0), record: CatalogRecord(Dirent(parent: row.uint64(1), name: row.text(2),
-                                                              version: Version(clock: row.uint64(4), origin: row.text(5)),
-                                                              inode: row.isNull(3) ? nil : row.uint64(3))))
+            let record = CatalogRecord(Dirent(parent: row.uint64(1), name: row.text(2), version: Version(clock: row.uint64(4), origin: row.text(5)),
+                                              inode: row.isNull(3) ? nil : row.uint64(3)))
+            return (seq: row.uint64(0), record: record, encoded: WireBinary.encode(record))
         }
         all.sort { $0.seq < $1.seq }
         return Array(all.prefix(limit))

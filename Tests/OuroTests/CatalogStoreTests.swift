@@ -16,7 +16,7 @@ import Testing
     }
 
     static func names(_ store: CatalogStore) -> Set<String> {
-        Set(store.changes(after: 0, limit: 10_000).records.compactMap { $0.dirent?.name })
+        Set(store.changes(after: 0, limit: 10_000).records.records.compactMap { $0.dirent?.name })
     }
 
     @Test func zerosAheadTornTailsAndGarbage() throws {

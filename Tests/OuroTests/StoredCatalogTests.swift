@@ -11,7 +11,13 @@ import Testing
         var generator: PseudoRandomBytes
         let inodes: [UInt64] = Array(1...7)
         let names = ["a", "b", "c"]
-        let contents = (0..<6).map { ContentID(String(repeating: "0", count: 31) + String($0, radix: 16))! }
+        /// A content id names one content of one file, as on a real ring: inode `i` stores its bytes in chunks
+        /// under id `i`, inline under `i + 8`, and changed in place under `i + 16` (slices of its chunked one).
+        func id(_ inode: UInt64, _ shape: UInt64) -> ContentID {
+            let hex = String(inode + shape * 8, radix: 16)
+            return ContentID(String(repeating: "0", count: 32 - hex.count) + hex)!
+        }
+        var contents: [ContentID] { inodes.flatMap { inode in (0..<3).map { id(inode, $0) } } }
         let holders = (1...3).map { NodeAddress(host: "127.0.0.1", port: 7000 + $0) }
 
         mutating func below(_ bound: Int) -> Int {
@@ -22,23 +28,22 @@ import Testing
 
         mutating func version() -> Version { Version(clock: UInt64(1 + below(40)), origin: pick(["a", "b"])) }
 
-        mutating func content() -> FileContent? {
-            let id = pick(contents)
+        mutating func content(of inode: UInt64) -> FileContent? {
             switch below(4) {
             case 0: return nil
-            case 1: return FileContent(id: id, inline: generator.bytes(below(20)), start: holders[0])
+            case 1: return FileContent(id: id(inode, 1), inline: generator.bytes(below(20)), start: holders[0])
             case 2:
-                return FileContent(id: id, sizeBytes: 100, start: holders[0], copies: 2,
+                return FileContent(id: id(inode, 0), sizeBytes: 100, start: holders[0], copies: 2,
                                    chunks: [ChunkPlacement(lengthBytes: 100, crc32c: 7, holders: [pick(holders), pick(holders)])])
             default:
-                var content = FileContent(id: pick(contents), sizeBytes: 200, start: holders[0], copies: 2, chunks: [])
-                content.slices = [slice(), slice()]
+                var content = FileContent(id: id(inode, 2), sizeBytes: 200, start: holders[0], copies: 2, chunks: [])
+                content.slices = [slice(of: inode), slice(of: inode)]
                 return content
             }
         }
 
-        mutating func slice() -> ContentSlice {
-            let source = FileContent(id: pick(contents), sizeBytes: 100, start: holders[0], copies: 2,
+        mutating func slice(of inode: UInt64) -> ContentSlice {
+            let source = FileContent(id: id(inode, 0), sizeBytes: 100, start: holders[0], copies: 2,
                                      chunks: [ChunkPlacement(lengthBytes: 100, crc32c: 7, holders: [pick(holders)])])
             return ContentSlice(fileOffset: UInt64(below(2) * 100), lengthBytes: 100, source: source)
         }
@@ -48,17 +53,18 @@ import Testing
             case 0...3:
                 var inode = Inode(id: pick(inodes), version: version(), kind: below(2) == 0 ? .directory : .file,
                                   permissions: 0o644, uid: 0, gid: 0, timeNs: 5)
-                if inode.kind == .file { inode.content = content() }
+                if inode.kind == .file { inode.content = content(of: inode.id) }
                 inode.deleted = below(5) == 0
                 return CatalogRecord(inode)
             case 4...7:
                 return CatalogRecord(Dirent(parent: pick(inodes), name: pick(names), version: version(),
                                             inode: below(4) == 0 ? nil : pick(inodes)))
             case 8:
-                let slices = below(3) == 0 ? [] : [slice()]
-                return CatalogRecord(RegionRecord(inode: pick(inodes), region: UInt64(below(2)), slices: slices, version: version()))
+                let inode = pick(inodes)
+                let slices = below(3) == 0 ? [] : [slice(of: inode)]
+                return CatalogRecord(RegionRecord(inode: inode, region: UInt64(below(2)), slices: slices, version: version()))
             default:
-                return CatalogRecord(PlacementRecord(content: pick(contents), chunk: 0, holders: [pick(holders)], version: version()))
+                return CatalogRecord(PlacementRecord(content: id(pick(inodes), 0), chunk: 0, holders: [pick(holders)], version: version()))
             }
         }
     }
@@ -74,6 +80,10 @@ import Testing
             #expect(memory.childIDs(of: id).map { "\($0.name)=\($0.inode)" }.sorted()
                     == stored.childIDs(of: id).map { "\($0.name)=\($0.inode)" }.sorted(), "children of \(id) \(label)")
             #expect(memory.regionRecords(of: id) == stored.regionRecords(of: id), "regions of \(id) \(label)")
+            #expect(memory.entries(of: id).map { "\($0.name)=\($0.inode)" } == stored.entries(of: id).map { "\($0.name)=\($0.inode)" },
+                    "entries of \(id) \(label)")
+            #expect(memory.listing(of: id).map { "\($0.name)=\($0.stat)" } == stored.listing(of: id).map { "\($0.name)=\($0.stat)" },
+                    "listing of \(id) \(label)")
             for name in history.names {
                 let key = Dirent(parent: id, name: name, version: .zero, inode: nil).key
                 #expect(memory.storedDirent(key) == stored.storedDirent(key), "dirent \(id)/\(name) \(label)")
