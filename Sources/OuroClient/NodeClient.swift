@@ -112,9 +112,15 @@ public struct NodeClient: Sendable {
 
     /// `FILE LIST` as rows of (name, start, size). The node closes the connection after the listing.
     public func list() throws -> [(name: String, start: String, sizeBytes: UInt64)] {
+        var rows: [(name: String, start: String, sizeBytes: UInt64)] = []
+        try list { rows.append($0) }
+        return rows
+    }
+
+    /// `FILE LIST`, each row handed to `row` as it arrives (a listing of millions of files is never held whole).
+    public func list(_ row: ((name: String, start: String, sizeBytes: UInt64)) throws -> Void) throws {
         let connection = try Connection(to: address)
         try connection.send("FILE LIST")
-        var rows: [(String, String, UInt64)] = []
         let header = try connection.readReply()  // an ERR line (e.g. DENIED) is thrown as itself
         guard header == "name,start,size" else { throw OuroError(.internal, "bad FILE LIST header: \(header.prefix(80))") }
         var pending = ""
@@ -123,9 +129,8 @@ public struct NodeClient: Sendable {
             guard let fields = CSV.parseRow(pending) else { continue }  // a quoted name spans lines
             pending = ""
             guard fields.count == 3, let size = UInt64(fields[2]) else { throw OuroError(.internal, "bad FILE LIST row") }
-            rows.append((fields[0], fields[1], size))
+            try row((fields[0], fields[1], size))
         }
-        return rows
     }
 
     /// Sends `header`, then `sizeBytes` of the regular file `file` from its start (with sendfile: no copy through

@@ -133,6 +133,9 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     /// Catalog records the node replayed from its log when it started (those after the store's last checkpoint):
     /// a restart costs these, not the catalog's size.
     public var catalogReplayedRecords: Int?
+    /// Catalog records received from peers by sync since the node started, new or not: a restart pulls what
+    /// changed while the node was away, not the catalog (the sync cursors are kept in the store).
+    public var catalogPulledRecords: Int?
     public var underReplicatedChunks: Int
     public var repair: String
     public var netmap: Netmap

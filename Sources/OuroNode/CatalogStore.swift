@@ -596,6 +596,25 @@ public final class CatalogStore: @unchecked Sendable {
         }
     }
 
+    /// Where this node's sync from `peer` stands (the peer's incarnation, the last of its sequence numbers merged),
+    /// kept in the store with the records it covers (one transaction): after a restart the sync goes on from there
+    /// instead of pulling the peer's whole catalog again.
+    public func syncCursor(for peer: NodeAddress) -> (incarnation: String, last: UInt64)? {
+        lock.withLock {
+            guard let value = store.meta("cursor " + peer.description), let space = value.firstIndex(of: " "),
+                  let last = UInt64(value[value.index(after: space)...]) else { return nil }
+            return (String(value[..<space]), last)
+        }
+    }
+
+    public func setSyncCursor(_ cursor: (incarnation: String, last: UInt64), for peer: NodeAddress) {
+        lock.withLock {
+            do { try store.setMeta("cursor " + peer.description, "\(cursor.incarnation) \(cursor.last)") } catch {
+                logger.warning("cannot store a sync cursor", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
+        }
+    }
+
     public var recordCount: Int { lock.withLock { store.recordCount } }
 
     /// Live inodes (the root included).

@@ -191,7 +191,8 @@ extension Node {
     /// Pulls every catalog change `peer` has that we have not seen; returns false if the peer could not be reached.
     @discardableResult
     func pullCatalog(from peer: NodeAddress, cursors: inout [NodeAddress: (String, UInt64)]) -> Bool {
-        var (incarnation, after) = cursors[peer] ?? ("-", 0)
+        var (incarnation, after) = cursors[peer] ?? catalog.syncCursor(for: peer) ?? ("-", 0)
+        let start = (incarnation, after)
         do {
             while true {
                 let batch: SyncBatch = try pool.with(peer, retry: true) { connection in
@@ -200,13 +201,17 @@ extension Node {
                 }
                 // A peer hands out only records on its disk already: ours follows within a few milliseconds.
                 let applied = try catalog.merge(batch.records, deferSync: true)
+                pulledRecords.add(batch.records.records.count)
                 if !applied.isEmpty {
                     logger.debug("caught up from peer", metadata: ["peer": "\(peer)", "records": "\(applied.count)"])
                 }
                 incarnation = batch.incarnation
                 after = batch.last
                 cursors[peer] = (incarnation, after)
-                if !batch.more { return true }
+                if !batch.more {
+                    if start != (incarnation, after) { catalog.setSyncCursor((incarnation, after), for: peer) }
+                    return true
+                }
             }
         } catch {
             pool.forget(peer)

@@ -17,17 +17,42 @@ extension Node: LocalChunkSource {
         try reader.stream { bytes in try session.socket.write(bytes) }
     }
 
-    /// `FILE LIST`: CSV `name,start,size`, one row per file.
+    /// `FILE LIST`: CSV `name,start,size`, one row per file, depth first in name order (as `allFiles`). Streamed
+    /// a directory at a time: the catalog lock is held for one directory's listing, never for the whole tree, and
+    /// memory holds one directory per level, not every file.
     func sendList(_ session: ClientSession) throws {
-        let files = catalog.read { $0.allFiles() }
+        struct Row {
+            var name: String
+            var kind: InodeKind
+            var id: UInt64
+            var start: String
+            var size: UInt64
+        }
         var text = "name,start,size\n"
-        for (path, inode) in files {
-            text += "\(CSV.field(path)),\(inode.content?.start.description ?? address.description),\(inode.sizeBytes)\n"
-            if text.utf8.count > 256 * 1024 {
-                try session.socket.write(text)
-                text = ""
+        var visited = Set<UInt64>()
+        func walk(_ directory: UInt64, prefix: String) throws {
+            guard visited.insert(directory).inserted else { return }
+            let rows = catalog.read { catalog in
+                catalog.entries(of: directory).map { name, inode in
+                    Row(name: name, kind: inode.kind, id: inode.id, start: inode.content?.start.description ?? address.description,
+                        size: inode.sizeBytes)
+                }
+            }
+            for row in rows {
+                let path = prefix.isEmpty ? row.name : prefix + "/" + row.name
+                switch row.kind {
+                case .directory: try walk(row.id, prefix: path)
+                case .file:
+                    text += "\(CSV.field(path)),\(row.start),\(row.size)\n"
+                    if text.utf8.count > 256 * 1024 {
+                        try session.socket.write(text)
+                        text = ""
+                    }
+                default: break
+                }
             }
         }
+        try walk(Inode.rootID, prefix: "")
         try session.socket.write(text)
     }
 

@@ -135,6 +135,7 @@ extension Node {
         info.pieceJournalBytes = pieceJournal.journalledBytes
         info.catalogBytes = catalog.diskBytes
         info.catalogReplayedRecords = catalog.replayedRecords
+        info.catalogPulledRecords = pulledRecords.value
         return info
     }
 }

@@ -47,6 +47,8 @@ public final class Node: @unchecked Sendable {
     /// Makes small piece copies durable with one fdatasync (see `PieceJournal`).
     let pieceJournal: PieceJournal
     let catalog: CatalogStore
+    /// Records received from peers by `CATALOG SYNC` since start, new or not (`NODE INFO catalogPulledRecords`).
+    let pulledRecords = Counter()
     let pool = ConnectionPool()
     /// The peers' answers to namespace changes, read off the request's path (see `PeerAnswers`).
     let peerAnswers = PeerAnswers()
@@ -127,6 +129,7 @@ public final class Node: @unchecked Sendable {
             if let path = localSocketPath { unlink(path) }
         }
         try? catalog.syncLog()  // what peers sent with DEFER, not fsynced yet
+        try? catalog.checkpoint()  // so that the next start replays nothing
     }
 
     var isStopping: Bool { connectionsLock.withLock { stopping } }
@@ -258,4 +261,13 @@ final class LogThrottle: @unchecked Sendable {
             return true
         }
     }
+}
+
+/// A count shared by threads.
+final class Counter: @unchecked Sendable {
+    private let lock = Lock()
+    private var count = 0
+
+    func add(_ amount: Int) { lock.withLock { count += amount } }
+    var value: Int { lock.withLock { count } }
 }

@@ -162,21 +162,20 @@ final class StoredCatalog: CatalogView {
         values["records"] = String(recordCount)
         values["liveInodes"] = String(liveInodeCount)
         for (name, value) in values { try putMeta.bind(.text(name), .text(value)).run() }
-        do {
-            try database.execute("COMMIT")
-        } catch {
-            if database.isAutocommit { inodeCache = [:] }  // rolled back: the caller rebuilds from the log
-            throw error
-        }
-        try begin()
+        try database.execute("COMMIT")  // on failure, see `isRolledBack`
+        try database.execute("BEGIN IMMEDIATE")
     }
 
     /// Whether a failed commit rolled the transaction back (what it held is gone from the store).
     var isRolledBack: Bool { database.isAutocommit }
 
-    /// Opens the next write transaction.
+    /// Opens a write transaction again after a commit that rolled back: what the caches and counters held of the
+    /// lost transaction goes too (the caller replays it from the log).
     func begin() throws {
         inodeCache = [:]
+        recordCount = meta("records").flatMap { Int($0) } ?? 0
+        liveInodeCount = meta("liveInodes").flatMap { Int($0) } ?? 1
+        placementCount = try count("SELECT count(*) FROM (SELECT 1 FROM placements LIMIT 1)")
         try database.execute("BEGIN IMMEDIATE")
     }
 

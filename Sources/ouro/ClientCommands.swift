@@ -35,9 +35,11 @@ struct ListCommand: ParsableCommand {
     @OptionGroup var options: NodeOption
 
     func run() throws {
-        let rows: [(name: String, start: String, sizeBytes: UInt64)]
-        do { rows = try NodeClient(options.node).list() } catch { throw fail("\(options.node): \(error)") }
-        for row in rows { print(pad(bytes(row.sizeBytes), 12) + pad(row.start, 24) + row.name) }
+        do {
+            try NodeClient(options.node).list { row in print(pad(bytes(row.sizeBytes), 12) + pad(row.start, 24) + row.name) }
+        } catch {
+            throw fail("\(options.node): \(error)")
+        }
     }
 }
 
