@@ -81,7 +81,9 @@ import Testing
         usleep(1_000_000)  // a few sync rounds with the neighbours
         for node in 0..<3 {
             let info = try ring.info(node)
-            #expect((info.catalogPulledRecords ?? .max) < 100, "node \(node) pulled \(info.catalogPulledRecords.map(String.init) ?? "?") records from its neighbours after the restart")
+            // Without the cursors kept in the store this is every record of both neighbours (12,000 and more); with
+            // them, the last changes before the kill that a checkpoint had not covered yet.
+            #expect((info.catalogPulledRecords ?? .max) < 1000, "node \(node) pulled \(info.catalogPulledRecords.map(String.init) ?? "?") records from its neighbours after the restart")
             #expect(info.catalogReplayedRecords == 0, "node \(node) replayed \(info.catalogReplayedRecords.map(String.init) ?? "?") records")
             #expect(info.catalogRecords == before.catalogRecords, "node \(node)")
             let listed = Dictionary(uniqueKeysWithValues: try ring.list(node).map { ($0.name, $0.sizeBytes) })
