@@ -39,6 +39,8 @@ public final class CatalogStore: @unchecked Sendable {
     /// A write or fsync of the log failed: see `syncLog`.
     private var logFailed = false
     private let syncLock = Lock()
+    /// One checkpoint at a time.
+    private let checkpointLock = Lock()
     /// Where the next frame goes, and how far the file is written with zeros: appends overwrite zeros written ahead
     /// (`reserveLogSpace`), so their fdatasync need not also write the file's size and block map (half the time of
     /// an append that grows the file, on ext4 here).
@@ -275,31 +277,44 @@ public final class CatalogStore: @unchecked Sendable {
         checkpointTimer = timer
     }
 
-    /// Commits everything applied so far to the store (fsynced), so that a restart replays nothing before it; the
-    /// log starts over once it is long. Skipped while a journalled change is between its journal and the log (the
-    /// next tick takes it).
+    /// Commits everything applied so far to the store, so that a restart replays nothing before it, and makes it
+    /// durable; the log starts over once it is long. The catalog lock is held only for the commit (SQLite writes its
+    /// pages to the WAL, no fsync): the WAL's fsync runs outside it, so reads and changes go on meanwhile (a peer's
+    /// change waiting behind a checkpoint's fsync could reach a reader after the writer's answer). Skipped while a
+    /// journalled change is between its journal and the log (the next tick takes it).
     public func checkpoint() throws {
-        try syncLock.withLock {  // no fsync of a log that is being replaced
-            try lock.withLock {
-                guard !logFailed, pendingJournalled == 0, sequence > checkpointedSequence || logEnd > Self.logRestartBytes else { return }
+        try checkpointLock.withLock {
+            let committed: (sequence: UInt64, logEnd: Int64)? = try lock.withLock {
+                guard !logFailed, pendingJournalled == 0, sequence > checkpointedSequence || logEnd > Self.logRestartBytes else { return nil }
                 let started = wallClockNanoseconds()
-                let records = sequence - checkpointedSequence
-                try checkpointLocked(restartLog: logEnd > Self.logRestartBytes)
+                try commitLocked()
                 let milliseconds = (wallClockNanoseconds() - started) / 1_000_000
-                if milliseconds >= 20 {
-                    logger.notice("slow catalog checkpoint", metadata: ["ms": "\(milliseconds)", "records": "\(records)"])
+                if milliseconds >= 50 {
+                    logger.notice("slow catalog commit", metadata: ["ms": "\(milliseconds)", "records": "\(sequence - checkpointedSequence)"])
                 }
+                return (sequence, logEnd)
+            }
+            guard let committed else { return }
+            do { try store.syncWAL() } catch let error as Errno { throw ChunkStore.wireError(error, "writing the catalog store") }
+            let restart = lock.withLock {
+                checkpointedSequence = max(checkpointedSequence, committed.sequence)
+                durableSequence = max(durableSequence, committed.sequence)
+                return logEnd > Self.logRestartBytes
+            }
+            guard restart else { return }
+            try syncLock.withLock {  // no fsync of a log that is being replaced
+                try lock.withLock { try startNewLog(keepingFrom: committed.logEnd) }
             }
         }
     }
 
-    /// `checkpoint` under the locks (or at start).
-    private func checkpointLocked(restartLog: Bool) throws {
+    /// Commits the store's transaction with the meta values that go with it. A commit SQLite rolled back loses the
+    /// transaction: the store is rebuilt from the log, which holds every frame since the last checkpoint.
+    private func commitLocked() throws {
         do {
-            try store.checkpoint(meta: ["incarnation": incarnation, "sequence": String(sequence), "clock": String(clock)])
+            try store.commit(meta: ["incarnation": incarnation, "sequence": String(sequence), "clock": String(clock)])
         } catch let error as SQLiteError {
             if store.isRolledBack {
-                // The store lost what it had not committed: rebuild it from the log, which holds all of it.
                 logger.error("catalog checkpoint rolled back; replaying the log into the store", metadata: ["error": "\(error)"])
                 do {
                     try store.begin()
@@ -311,9 +326,15 @@ public final class CatalogStore: @unchecked Sendable {
             }
             throw error.wireError
         }
+    }
+
+    /// The checkpoint at start, all under the lock (nothing else runs yet).
+    private func checkpointLocked(restartLog: Bool) throws {
+        try commitLocked()
+        do { try store.syncWAL() } catch let error as Errno { throw ChunkStore.wireError(error, "writing the catalog store") }
         checkpointedSequence = sequence
         durableSequence = sequence
-        if restartLog { try startNewLog() }
+        if restartLog { try startNewLog(keepingFrom: logEnd) }
     }
 
     /// Applies the log's frames after `after` to the store again (after it rolled back a checkpoint).
@@ -330,11 +351,19 @@ public final class CatalogStore: @unchecked Sendable {
         }
     }
 
-    /// Replaces the log with an empty one (its header only): everything in it is in the store.
-    private func startNewLog() throws {
-        let bytes = Self.magic + Self.frame { writer in
+    /// Replaces the log with one holding only the frames from `offset` on (those appended after the checkpoint's
+    /// commit; everything before is in the store): temp file, fsync, rename, directory fsync.
+    private func startNewLog(keepingFrom offset: Int64) throws {
+        var bytes = Self.magic + Self.frame { writer in
             writer.u8(0)
             writer.string(incarnation)
+        }
+        if offset < logEnd, log.rawValue >= 0 {
+            var tail = [UInt8](repeating: 0, count: Int(logEnd - offset))
+            let read = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
+            let count = try read.closeAfter { try tail.withUnsafeMutableBytes { try read.read(fromAbsoluteOffset: offset, into: $0) } }
+            guard count == tail.count else { throw OuroError(.internal, "the catalog log is shorter than its frames") }
+            bytes += tail
         }
         try FileManagerLite.writeAtomically(path, bytes)
         if log.rawValue >= 0 { try? log.close() }

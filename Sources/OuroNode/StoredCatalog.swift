@@ -1,6 +1,7 @@
 import CSQLite
 import OuroCore
 import struct SystemPackage.FilePath
+import struct SystemPackage.FileDescriptor
 
 /// The node's catalog on disk (`<data>/catalog.sqlite`), read through `CatalogView` like the in-memory `Catalog`
 /// and merged by the same rules (`apply` mirrors `Catalog.apply`; a property test holds them to the same answers).
@@ -27,6 +28,8 @@ final class StoredCatalog: CatalogView {
     private(set) var recordCount = 0
     private(set) var liveInodeCount = 1
     private var placementCount = 0
+    /// The WAL, opened after the first commit (see `syncWAL`).
+    private var walFile: FileDescriptor?
 
     private let getInode, putInode, setInodeSeq: SQLiteStatement
     private let getDirent, putDirent, setDirentSeq, childrenOf, namesOf: SQLiteStatement
@@ -64,8 +67,9 @@ final class StoredCatalog: CatalogView {
         database = try SQLiteDatabase(path: path)
         // One process owns the data directory: an exclusive lock keeps the WAL index in memory (no -shm file).
         try database.execute("""
-            PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-            PRAGMA cache_size = -\(cacheBytes / 1024); PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 67108864;
+            PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+            PRAGMA wal_autocheckpoint = 8192; PRAGMA cache_size = -\(cacheBytes / 1024); PRAGMA temp_store = MEMORY;
+            PRAGMA journal_size_limit = 67108864;
             """)
         try database.execute("BEGIN IMMEDIATE; \(Self.schema) COMMIT;")
         let db = database
@@ -146,6 +150,8 @@ final class StoredCatalog: CatalogView {
         placementCount = try count("SELECT count(*) FROM (SELECT 1 FROM placements LIMIT 1)")
     }
 
+    deinit { try? walFile?.close() }
+
     private func count(_ sql: String) throws -> Int {
         let statement = try database.prepare(sql)
         guard try statement.step() else { return 0 }
@@ -155,15 +161,30 @@ final class StoredCatalog: CatalogView {
 
     // MARK: Transactions
 
-    /// Makes everything applied so far durable in the store (commit, WAL fsynced), with these meta values in the
-    /// same transaction, and opens the next transaction.
-    func checkpoint(meta values: [String: String]) throws {
+    /// Commits everything applied so far, with these meta values in the same transaction, and opens the next
+    /// transaction. Durable once `syncWAL` returns (`synchronous = NORMAL`: a commit writes the WAL, SQLite fsyncs
+    /// only when it copies the WAL into the database, and then both).
+    func commit(meta values: [String: String]) throws {
         var values = values
         values["records"] = String(recordCount)
         values["liveInodes"] = String(liveInodeCount)
         for (name, value) in values { try putMeta.bind(.text(name), .text(value)).run() }
         try database.execute("COMMIT")  // on failure, see `isRolledBack`
+        if walFile == nil { walFile = try? FileDescriptor.open(FilePath(database.path + "-wal"), .readOnly, options: [.closeOnExec]) }
         try database.execute("BEGIN IMMEDIATE")
+    }
+
+    /// `commit` and `syncWAL` in one (tests, and where nothing else runs).
+    func checkpoint(meta values: [String: String]) throws {
+        try commit(meta: values)
+        try syncWAL()
+    }
+
+    /// Makes the commits so far durable: fdatasync of the WAL, on a descriptor of its own, so that it can run
+    /// outside the lock that serializes the connection (SQLite never replaces the file while it is open).
+    func syncWAL() throws {
+        guard let walFile else { throw OuroError(.internal, "the catalog store has no write-ahead log") }
+        try walFile.syncData()
     }
 
     /// Whether a failed commit rolled the transaction back (what it held is gone from the store).
