@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Push/pull throughput of a local 3-node ring against a plain local copy.
+# Push/pull throughput of a local ring (3 nodes, or BENCH_NODES) against a plain local copy.
 #
 # Builds `ouro` in release mode (scratch path .build-bench, so it never touches the default .build; set OURO_BIN to
-# use another binary), starts `ouro up --nodes 3` on free ports with its data in a temporary directory, makes one
+# use another binary), starts `ouro up --nodes $BENCH_NODES` on free ports with its data in a temporary directory, makes one
 # random file, then runs BENCH_ROUNDS interleaved rounds of
 #   push:    ouro push <file>                       (answers once every chunk and copy is fsynced)
 #   pull:    ouro pull <name> <file on the same disk> (fsyncs and renames the file at the end)
@@ -17,6 +17,7 @@
 #   BENCH_DIR        parent of the temporary directory    (default /var/tmp; all files of the run live on its disk)
 #   BENCH_BASE_PORT  first port to try for the nodes      (default: a random one below the ephemeral range)
 #   BENCH_COPIES     copies of every chunk                (default 2, as `ouro up`)
+#   BENCH_NODES      nodes in the ring                    (default 3; the issue's big ring: 16)
 #   OURO_BIN         ouro binary to use instead of building one
 # Quick run: BENCH_SIZE_MIB=256 bench/ring-bench.sh
 set -euo pipefail
@@ -25,6 +26,8 @@ size_mib=${BENCH_SIZE_MIB:-1024}
 rounds=${BENCH_ROUNDS:-3}
 parent=${BENCH_DIR:-/var/tmp}
 copies=${BENCH_COPIES:-2}
+nodes=${BENCH_NODES:-3}
+[[ $nodes =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_NODES must be a positive integer" >&2; exit 2; }
 repo=$(cd "$(dirname "$0")/.." && pwd)
 [[ $size_mib =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_SIZE_MIB and BENCH_ROUNDS must be positive integers" >&2; exit 2; }
 size_bytes=$((size_mib * 1024 * 1024))
@@ -80,7 +83,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ephemeral_low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 (( ephemeral_low > 21000 )) || ephemeral_low=32768
 base=${BENCH_BASE_PORT:-$((20000 + RANDOM % (ephemeral_low - 20000 - 100)))}
-while ! { port_free "$base" && port_free $((base + 1)) && port_free $((base + 2)); }; do base=$((base + 3)); done
+ports_free() { local i; for ((i = 0; i < nodes; i++)); do port_free $((base + i)) || return 1; done; }
+while ! ports_free; do base=$((base + nodes)); done
 node="127.0.0.1:$base"
 
 drop_caches() {
@@ -95,8 +99,8 @@ needed_mib=$((size_mib * (3 + rounds * copies) + 512))  # source, pull, copy, an
 avail_mib=$(df -P -BM "$work" | awk 'NR == 2 { sub("M", "", $4); print $4 }')
 (( avail_mib > needed_mib )) || { echo "need about $needed_mib MiB free in $work, have $avail_mib" >&2; exit 1; }
 
-log "starting a 3-node ring on ports $base-$((base + 2)), copies=$copies"
-"$ouro" up --nodes 3 --data "$data" --base-port "$base" --copies "$copies" > "$work/up.log" 2>&1 &
+log "starting a $nodes-node ring on ports $base-$((base + nodes - 1)), copies=$copies"
+"$ouro" up --nodes "$nodes" --data "$data" --base-port "$base" --copies "$copies" > "$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 300); do
     grep -q 'Press Ctrl-C' "$work/up.log" 2>/dev/null && break
@@ -105,7 +109,7 @@ for _ in $(seq 1 300); do
 done
 grep -q 'Press Ctrl-C' "$work/up.log" || { cat "$work/up.log" >&2; echo "the ring did not come up in 30 s" >&2; exit 1; }
 read -r -a pids <<< "$(node_pids | tr '\n' ' ')"
-(( ${#pids[@]} == 3 )) || { echo "expected 3 node processes, found: ${pids[*]:-none}" >&2; exit 1; }
+(( ${#pids[@]} == nodes )) || { echo "expected $nodes node processes, found: ${pids[*]:-none}" >&2; exit 1; }
 "$ouro" status --node "$node" >&2
 
 log "making a ${size_mib} MiB random file"
@@ -152,7 +156,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 # --- report -------------------------------------------------------------------------------------------------------
 echo
-echo "OuroborosFS ring benchmark: 3 nodes on 127.0.0.1, copies=$copies, file ${size_mib} MiB, $rounds rounds"
+echo "OuroborosFS ring benchmark: $nodes nodes on 127.0.0.1, copies=$copies, file ${size_mib} MiB, $rounds rounds"
 echo "binary: $ouro"
 echo "disk: $(df -P "$work" | awk 'NR == 2 { print $1 }'), page cache dropped before each measurement: $can_drop"
 printf '%-10s %12s %12s   %s\n' "" "median MB/s" "vs cp+sync" "rounds (MB/s)"
