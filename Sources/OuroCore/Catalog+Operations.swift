@@ -129,7 +129,7 @@ extension CatalogView {
             var replaced = current
             replaced.version = version
             replaced.ctimeNs = nowNs
-            if linkCount(of: current) <= 1 { replaced.deleted = true }
+            if linkCount(of: current) <= 1 { replaced = Self.tombstone(of: replaced) }
             records.append(CatalogRecord(replaced))
         }
         let (permissions, gid) = Catalog.inherited(from: directory, kind: .file, permissions: permissions, gid: gid)
@@ -161,9 +161,18 @@ extension CatalogView {
         var changed = inode
         changed.version = version
         changed.ctimeNs = nowNs
-        if inode.kind == .directory || linkCount(of: inode) <= 1 { changed.deleted = true }
+        if inode.kind == .directory || linkCount(of: inode) <= 1 { changed = Self.tombstone(of: changed) }
         records.append(CatalogRecord(changed))
         return records
+    }
+
+    /// A removed inode as kept for merging: its bytes are not (nothing reads a removed inode's content, and a
+    /// tombstone of a small file would otherwise carry its inline bytes on every node for good).
+    static func tombstone(of inode: Inode) -> Inode {
+        var tombstone = inode
+        tombstone.deleted = true
+        tombstone.content = nil
+        return tombstone
     }
 
     public func planUnlink(parent: UInt64?, name: String?, version: Version, nowNs: Int64) throws(OuroError) -> Catalog.Change {
