@@ -168,7 +168,7 @@ extension CatalogView {
 
     /// A removed inode as kept for merging: its bytes are not (nothing reads a removed inode's content, and a
     /// tombstone of a small file would otherwise carry its inline bytes on every node for good).
-    static func tombstone(of inode: Inode) -> Inode {
+    public static func tombstone(of inode: Inode) -> Inode {
         var tombstone = inode
         tombstone.deleted = true
         tombstone.content = nil

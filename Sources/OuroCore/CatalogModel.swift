@@ -181,6 +181,11 @@ public struct Dirent: Codable, Equatable, Sendable {
 public struct DirentKey: Hashable, Sendable {
     public var parent: UInt64
     public var name: String
+
+    public init(parent: UInt64, name: String) {
+        self.parent = parent
+        self.name = name
+    }
 }
 
 /// Where one chunk's copies live now, when that changed after the push (re-replication, a node leaving).

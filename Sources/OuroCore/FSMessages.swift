@@ -136,6 +136,11 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     /// Catalog records received from peers by sync since the node started, new or not: a restart pulls what
     /// changed while the node was away, not the catalog (the sync cursors are kept in the store).
     public var catalogPulledRecords: Int?
+    /// Catalog records dropped by garbage collection since the node started (tombstones every member had).
+    public var catalogCollectedRecords: Int?
+    /// Live rows a returning node replaced by tombstones since it started: the ring had removed them and dropped
+    /// the tombstones while it was away.
+    public var catalogSweptRecords: Int?
     public var underReplicatedChunks: Int
     public var repair: String
     public var netmap: Netmap

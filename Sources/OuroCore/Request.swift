@@ -132,6 +132,14 @@ public enum Request: Sendable, Equatable {
     /// Merges catalog records; `deferSync`: answer once applied and written, and fsync within a few milliseconds
     /// (the peers beyond the change's copies: they need it at once to serve it, not durable at once).
     case catalogApply(lengthBytes: Int, deferSync: Bool = false)
+    /// Garbage collection: what this node holds of the rows listed (binary `[CatalogRowVersion]`; answered with
+    /// `[RowAnswer]`).
+    case catalogHave(lengthBytes: Int)
+    /// Garbage collection: drops the rows listed, every member having confirmed them.
+    case catalogCollect(lengthBytes: Int)
+    /// Garbage collection: the ring dropped tombstones while this node was away; it checks its rows older than
+    /// `cutClock` against those of `peer` (the sender) and removes those the peer no longer has.
+    case catalogResync(cutClock: UInt64, peer: NodeAddress)
     case fs(operation: FSOperation, lengthBytes: Int, binary: Bool = false)
 
     /// Bytes that follow the header line, if the request carries a payload that is known from the header alone.
@@ -144,6 +152,7 @@ public enum Request: Sendable, Equatable {
         case .piecePut(let size, _): size
         case .chunkPut(_, let length, _, _): length
         case .catalogApply(let length, _): UInt64(length)
+        case .catalogHave(let length), .catalogCollect(let length): UInt64(length)
         case .fs(_, let length, _): UInt64(length)
         default: 0
         }
@@ -243,6 +252,9 @@ public enum Request: Sendable, Equatable {
         case ("CATALOG", "APPLY"):
             let length = try fields.jsonLength(last: false)
             self = .catalogApply(lengthBytes: length, deferSync: try fields.flag("DEFER"))
+        case ("CATALOG", "HAVE"): self = .catalogHave(lengthBytes: try fields.jsonLength())
+        case ("CATALOG", "COLLECT"): self = .catalogCollect(lengthBytes: try fields.jsonLength())
+        case ("CATALOG", "RESYNC"): self = .catalogResync(cutClock: try fields.number(UInt64.self, "clock", last: false), peer: try fields.address(last: true))
         case ("FS", let op?) where op.allSatisfy({ $0.isLetter }) && noun != nil:
             guard let operation = FSOperation(rawValue: String(op)) else { throw .badRequest("unknown FS operation \(op.prefix(32))") }
             let length = try fields.jsonLength(last: false)

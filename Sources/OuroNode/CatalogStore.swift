@@ -646,6 +646,76 @@ public final class CatalogStore: @unchecked Sendable {
 
     public var recordCount: Int { lock.withLock { store.recordCount } }
 
+    // MARK: Garbage collection (see `CatalogGC`)
+
+    /// Tombstones (and placements of unused contents) this node may try to collect now, at most `limit` of each kind.
+    func collectionCandidates(minimumAge: Int64, limit: Int) -> [CatalogRowVersion] {
+        let now = wallClockNanoseconds()
+        let rows = lock.withLock {
+            store.collectionCandidates(olderThan: UInt64(clamping: max(0, now - minimumAge)), limit: limit)
+        }
+        return rows.filter { CatalogGC.isCandidate($0.version, me: origin, now: now, minimumAge: minimumAge) }
+    }
+
+    /// What this node holds of rows a peer asks about, once everything it has applied is on its disk (an answer
+    /// must not rest on a change a crash could take back).
+    func answers(_ rows: [CatalogRowVersion]) throws -> [RowAnswer] {
+        try syncLog()
+        return try lock.withLock {
+            _ = store.takeFailure()
+            let answers = rows.map { store.answer($0) }
+            if let failure = store.takeFailure() { throw failure.wireError }
+            return answers
+        }
+    }
+
+    /// Drops rows every member has confirmed (see `StoredCatalog.collect`); returns how many records went. Not
+    /// logged: a crash before the next checkpoint brings them back, to be collected again.
+    @discardableResult
+    func collect(_ rows: [CatalogRowVersion]) throws -> Int {
+        guard !rows.isEmpty else { return 0 }
+        return try lock.withLock {
+            do {
+                let dropped = try store.batch { try store.collect(rows) }
+                collected += dropped
+                // About as many pages as the rows took (a few rows a page), given back to the file system.
+                if dropped > 0 { try store.reclaimFreePages(max(16, dropped / 4)) }
+                return dropped
+            } catch let error as SQLiteError {
+                throw error.wireError
+            }
+        }
+    }
+
+    /// Records dropped by garbage collection since start.
+    public var collectedRecords: Int { lock.withLock { collected } }
+    private var collected = 0
+
+    /// A page of live rows older than `clock` (what a returning member checks; see `StoredCatalog.liveRows`).
+    func liveRows(olderThan clock: UInt64, after cursor: CatalogKey?, limit: Int) -> (rows: [CatalogRowVersion], next: CatalogKey?) {
+        lock.withLock { store.liveRows(olderThan: clock, after: cursor, limit: limit) }
+    }
+
+    /// The tombstones that replace stale rows (those still holding the versions found).
+    func sweepTombstones(for rows: [CatalogRowVersion]) -> [CatalogRecord] {
+        lock.withLock { rows.compactMap { store.sweepTombstone(for: $0) } }
+    }
+
+    func metaEntries(prefix: String) -> [(name: String, value: String)] {
+        lock.withLock { store.metaEntries(prefix: prefix) }
+    }
+
+    /// Sets (or with nil removes) a meta value, committed with the next checkpoint.
+    func setMeta(_ name: String, _ value: String?) throws {
+        try lock.withLock {
+            do {
+                if let value { try store.setMeta(name, value) } else { try store.removeMeta(name) }
+            } catch let error as SQLiteError {
+                throw error.wireError
+            }
+        }
+    }
+
     /// Live inodes (the root included).
     public var fileCount: Int { lock.withLock { store.fileCount } }
 }

@@ -8,6 +8,7 @@ extension Node {
         startThread(name: "gossip") { [self] in gossipLoop() }
         startThread(name: "sync") { [self] in syncLoop() }
         startThread(name: "janitor") { [self] in janitorLoop() }
+        startThread(name: "catalog-gc") { [self] in gcLoop() }
         startThread(name: "repair") { [self] in repairLoop() }
         startThread(name: "scrub") { [self] in scrubLoop() }
         startThread(name: "journal") { [self] in
@@ -65,6 +66,8 @@ extension Node {
             refreshPeerDisks(map)
             // Garbage collection trusts the catalog only once it has heard from its neighbours.
             if reachedAll { markCaughtUp() }
+            // When this node last had the ring's changes: a sweep after an absence keeps what is younger.
+            if reachedAll, !neighbours.isEmpty { try? catalog.setMeta("lastContact", String(wallClockNanoseconds())) }
         }
     }
 

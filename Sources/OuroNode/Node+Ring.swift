@@ -136,6 +136,8 @@ extension Node {
         info.catalogBytes = catalog.diskBytes
         info.catalogReplayedRecords = catalog.replayedRecords
         info.catalogPulledRecords = pulledRecords.value
+        info.catalogCollectedRecords = catalog.collectedRecords
+        info.catalogSweptRecords = sweptRecords.value
         return info
     }
 }

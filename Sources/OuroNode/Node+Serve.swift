@@ -114,7 +114,7 @@ extension Node {
     /// A header whose command carries a payload (by its first two words), even if the rest did not parse.
     private func announcesPayload(_ line: String) -> Bool {
         let words = line.split(separator: " ", maxSplits: 2).prefix(2).joined(separator: " ")
-        return ["FILE PUSH", "INODE WRITE", "CONTENT PUSH", "PIECE PUT", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY"].contains(words)
+        return ["FILE PUSH", "INODE WRITE", "CONTENT PUSH", "PIECE PUT", "CHUNK RELAY", "CHUNK PUT", "CATALOG APPLY", "CATALOG HAVE", "CATALOG COLLECT"].contains(words)
             || line.hasPrefix("FS ")
     }
 
@@ -243,6 +243,24 @@ extension Node {
             } catch let error as OuroError {
                 try session.reply(error.line)
             }
+        case .catalogHave(let length):
+            let payload = try session.reader.readBytes(length)
+            do {
+                try session.replyBinary(try catalog.answers(WireBinary.decode([CatalogRowVersion].self, from: payload)))
+            } catch let error as OuroError {
+                try session.reply(error.line)
+            }
+        case .catalogCollect(let length):
+            let payload = try session.reader.readBytes(length)
+            do {
+                try catalog.collect(WireBinary.decode([CatalogRowVersion].self, from: payload))
+                try session.reply("OK")
+            } catch let error as OuroError {
+                try session.reply(error.line)
+            }
+        case .catalogResync(let cut, let peer):
+            try noteSweep(against: peer, cutClock: cut)
+            try session.reply("OK")
         case .fs(let operation, let length, let binary):
             let payload = try session.reader.readBytes(length)
             do {

@@ -49,6 +49,8 @@ public final class Node: @unchecked Sendable {
     let catalog: CatalogStore
     /// Records received from peers by `CATALOG SYNC` since start, new or not (`NODE INFO catalogPulledRecords`).
     let pulledRecords = Counter()
+    /// Rows a sweep replaced by tombstones since start (`NODE INFO catalogSweptRecords`; see `runSweeps`).
+    let sweptRecords = Counter()
     let pool = ConnectionPool()
     /// The peers' answers to namespace changes, read off the request's path (see `PeerAnswers`).
     let peerAnswers = PeerAnswers()

@@ -47,6 +47,9 @@ final class SQLiteDatabase {
 
     var error: String { String(cString: sqlite3_errmsg(handle)) }
 
+    /// Rows the last INSERT, UPDATE or DELETE changed.
+    var changes: Int { Int(sqlite3_changes(handle)) }
+
     /// Whether no transaction is open (SQLite rolls one back by itself after some errors).
     var isAutocommit: Bool { sqlite3_get_autocommit(handle) != 0 }
 }

@@ -41,6 +41,9 @@ final class StoredCatalog: CatalogView {
     private let getMeta, putMeta: SQLiteStatement
     private let savepoint, release, rollback: SQLiteStatement
     private let inodesIn, regionsIn, nameCountsIn, subdirectoriesIn: SQLiteStatement
+    private let removedInodes, removedDirents, unusedPlacements, inodeVersion: SQLiteStatement
+    private let dropInode, dropRegionsOf, dropDirent, dropPlacement, metaRange: SQLiteStatement
+    private let liveInodesPage, liveDirentsPage: SQLiteStatement
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -48,10 +51,12 @@ final class StoredCatalog: CatalogView {
             clock INTEGER NOT NULL, origin TEXT NOT NULL, live_directory INTEGER NOT NULL, deleted INTEGER NOT NULL,
             record BLOB NOT NULL);
         CREATE INDEX IF NOT EXISTS inodes_seq ON inodes(seq) WHERE seq IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS inodes_removed ON inodes(clock) WHERE deleted = 1;
         CREATE TABLE IF NOT EXISTS dirents(parent INTEGER NOT NULL, name TEXT NOT NULL, target INTEGER,
             seq INTEGER, clock INTEGER NOT NULL, origin TEXT NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS dirents_target ON dirents(target, parent) WHERE target IS NOT NULL;
         CREATE INDEX IF NOT EXISTS dirents_seq ON dirents(seq) WHERE seq IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS dirents_removed ON dirents(clock) WHERE target IS NULL;
         CREATE TABLE IF NOT EXISTS regions(inode INTEGER NOT NULL, region INTEGER NOT NULL, seq INTEGER,
             clock INTEGER NOT NULL, origin TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY(inode, region));
         CREATE INDEX IF NOT EXISTS regions_seq ON regions(seq) WHERE seq IS NOT NULL;
@@ -66,7 +71,10 @@ final class StoredCatalog: CatalogView {
     init(path: String, cacheBytes: Int = 32 << 20) throws {
         database = try SQLiteDatabase(path: path)
         // One process owns the data directory: an exclusive lock keeps the WAL index in memory (no -shm file).
+        // Incremental auto-vacuum (it takes effect only in a new store): pages freed by garbage collection are given
+        // back to the file system a batch at a time, so that a catalog that shrank is small on disk too.
         try database.execute("""
+            PRAGMA auto_vacuum = INCREMENTAL;
             PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
             PRAGMA wal_autocheckpoint = 8192; PRAGMA cache_size = -\(cacheBytes / 1024); PRAGMA temp_store = MEMORY;
             PRAGMA journal_size_limit = 67108864;
@@ -140,6 +148,26 @@ final class StoredCatalog: CatalogView {
         subdirectoriesIn = try db.prepare("""
             SELECT directory, count FROM subdirectories
             WHERE directory IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL)
+            """)
+        removedInodes = try db.prepare("SELECT id, clock, origin FROM inodes WHERE deleted = 1 AND clock < ? ORDER BY clock LIMIT ?")
+        removedDirents = try db.prepare("SELECT parent, name, clock, origin FROM dirents WHERE target IS NULL AND clock < ? ORDER BY clock LIMIT ?")
+        unusedPlacements = try db.prepare("""
+            SELECT content, chunk, clock, origin FROM placements p
+            WHERE clock < ? AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.id = p.content) LIMIT ?
+            """)
+        inodeVersion = try db.prepare("SELECT clock, origin FROM inodes WHERE id = ?")
+        dropInode = try db.prepare("DELETE FROM inodes WHERE id = ? AND clock = ? AND origin = ? AND deleted = 1")
+        dropRegionsOf = try db.prepare("DELETE FROM regions WHERE inode = ?")
+        dropDirent = try db.prepare("DELETE FROM dirents WHERE parent = ? AND name = ? AND clock = ? AND origin = ? AND target IS NULL")
+        dropPlacement = try db.prepare("""
+            DELETE FROM placements WHERE content = ? AND chunk = ? AND clock = ? AND origin = ?
+            AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.id = placements.content)
+            """)
+        metaRange = try db.prepare("SELECT name, value FROM meta WHERE name >= ? AND name < ? ORDER BY name")
+        liveInodesPage = try db.prepare("SELECT id, clock, origin FROM inodes WHERE deleted = 0 AND clock < ? AND id > ? ORDER BY id LIMIT ?")
+        liveDirentsPage = try db.prepare("""
+            SELECT parent, name, clock, origin FROM dirents WHERE target IS NOT NULL AND clock < ? AND (parent, name) > (?, ?)
+            ORDER BY parent, name LIMIT ?
             """)
         savepoint = try db.prepare("SAVEPOINT batch")
         release = try db.prepare("RELEASE batch")
@@ -520,4 +548,129 @@ final class StoredCatalog: CatalogView {
         all.sort { $0.seq < $1.seq }
         return Array(all.prefix(limit))
     }
+
+    // MARK: Garbage collection (the rules are `CatalogGC`'s)
+
+    /// Tombstones and placements of contents no live file holds, with versions older than `clock`: the
+    /// candidates for collection, oldest first, at most `limit` of each kind. A removed inode that still has a name
+    /// (a merge in between) is left for later.
+    func collectionCandidates(olderThan clock: UInt64, limit: Int) -> [CatalogRowVersion] {
+        let bound = SQLiteValue.id(clock)
+        var rows = readAll(removedDirents.bind(bound, .integer(Int64(limit)))) { row in
+            CatalogRowVersion(.dirent(parent: row.uint64(0), name: row.text(1)), Version(clock: row.uint64(2), origin: row.text(3)))
+        }
+        rows += readAll(removedInodes.bind(bound, .integer(Int64(limit)))) { row in
+            CatalogRowVersion(.inode(row.uint64(0)), Version(clock: row.uint64(1), origin: row.text(2)))
+        }.filter { if case .inode(let id) = $0.key { parentIDs(of: id).isEmpty && id != Inode.rootID } else { false } }
+        if holdsPlacements {
+            rows += readAll(unusedPlacements.bind(bound, .integer(Int64(limit)))) { row in
+                ContentID(row.text(0)).map {
+                    CatalogRowVersion(.placement($0, chunk: Int(row.int64(1))), Version(clock: row.uint64(2), origin: row.text(3)))
+                }
+            }
+        }
+        return rows
+    }
+
+    /// What this catalog holds of a row another node asks about.
+    func answer(_ asked: CatalogRowVersion) -> RowAnswer {
+        switch asked.key {
+        case .inode(let id):
+            let mine = read(inodeVersion.bind(.id(id))) { Version(clock: $0.uint64(0), origin: $0.text(1)) }
+            return CatalogGC.answer(holding: mine, asked: asked.version)
+        case .dirent(let parent, let name):
+            return CatalogGC.answer(holding: storedDirent(DirentKey(parent: parent, name: name))?.version, asked: asked.version)
+        case .placement(let content, _):
+            return contentOwner(content) == nil ? .absent : .inUse
+        }
+    }
+
+    /// Drops the rows that still hold exactly these versions (and are still tombstones, or placements of unused
+    /// contents); a removed inode goes with its regions' records. Returns how many records went.
+    func collect(_ rows: [CatalogRowVersion]) throws -> Int {
+        var dropped = 0
+        for row in rows {
+            let clock = SQLiteValue.id(row.version.clock), origin = SQLiteValue.text(row.version.origin)
+            switch row.key {
+            case .dirent(let parent, let name):
+                try dropDirent.bind(.id(parent), .text(name), clock, origin).run()
+                dropped += database.changes
+            case .inode(let id):
+                guard id != Inode.rootID, parentIDs(of: id).isEmpty else { continue }
+                try checkRead()
+                try dropInode.bind(.id(id), clock, origin).run()
+                guard database.changes > 0 else { continue }
+                inodeCache[id] = nil
+                try dropRegionsOf.bind(.id(id)).run()  // a removed inode's regions hold nothing (released with it)
+                dropped += 1 + database.changes
+            case .placement(let content, let chunk):
+                try dropPlacement.bind(.text(content.hex), .integer(Int64(chunk)), clock, origin).run()
+                let changed = database.changes
+                dropped += changed
+                placementCount -= changed
+            }
+        }
+        recordCount -= dropped
+        return dropped
+    }
+
+    /// One page of the live inodes and names with versions older than `clock`, in key order after `cursor` (nil:
+    /// from the start): what a returning member checks against a peer. Returns the rows and the next cursor.
+    func liveRows(olderThan clock: UInt64, after cursor: CatalogKey?, limit: Int) -> (rows: [CatalogRowVersion], next: CatalogKey?) {
+        let bound = SQLiteValue.id(clock)
+        let direntsStart = CatalogKey.dirent(parent: UInt64(bitPattern: Int64.min), name: "")
+        if case .dirent = cursor {} else {
+            var after = Int64.min
+            if case .inode(let id) = cursor { after = Int64(bitPattern: id) }
+            let rows = readAll(liveInodesPage.bind(bound, .integer(after), .integer(Int64(limit)))) { row in
+                CatalogRowVersion(.inode(row.uint64(0)), Version(clock: row.uint64(1), origin: row.text(2)))
+            }
+            let next = rows.count == limit ? rows.last!.key : direntsStart
+            let kept = rows.filter { $0.key != .inode(Inode.rootID) }  // the root is never removed
+            if !kept.isEmpty || rows.count == limit { return (kept, next) }
+        }
+        var (parent, name) = (Int64.min, "")
+        if case .dirent(let p, let n) = cursor { (parent, name) = (Int64(bitPattern: p), n) }
+        let rows = readAll(liveDirentsPage.bind(bound, .integer(parent), .text(name), .integer(Int64(limit)))) { row in
+            CatalogRowVersion(.dirent(parent: row.uint64(0), name: row.text(1)), Version(clock: row.uint64(2), origin: row.text(3)))
+        }
+        return (rows, rows.count == limit ? rows.last.map(\.key) : nil)
+    }
+
+    /// The tombstone that replaces a stale row (found by a sweep), if the row still holds that version.
+    func sweepTombstone(for row: CatalogRowVersion) -> CatalogRecord? {
+        let version = CatalogGC.sweepVersion(after: row.version)
+        switch row.key {
+        case .inode(let id):
+            guard id != Inode.rootID, var inode = storedInode(id), inode.version == row.version, !inode.deleted else { return nil }
+            inode = Self.tombstone(of: inode)
+            inode.version = version
+            return CatalogRecord(inode)
+        case .dirent(let parent, let name):
+            guard let dirent = storedDirent(DirentKey(parent: parent, name: name)), dirent.version == row.version, dirent.inode != nil else { return nil }
+            return CatalogRecord(Dirent(parent: parent, name: name, version: version, inode: nil))
+        case .placement:
+            return nil
+        }
+    }
+
+    /// Gives up to `pages` free pages back to the file system (incremental auto-vacuum; nothing in a store made
+    /// before it was turned on). Returns the free pages left.
+    @discardableResult
+    func reclaimFreePages(_ pages: Int) throws -> Int {
+        try database.execute("PRAGMA incremental_vacuum(\(pages))")
+        return try count("PRAGMA freelist_count")
+    }
+
+    /// Meta values whose names start with `prefix`, by name (the prefix cut off).
+    func metaEntries(prefix: String) -> [(name: String, value: String)] {
+        readAll(metaRange.bind(.text(prefix), .text(prefix + "\u{10FFFF}"))) { row in
+            (name: String(row.text(0).dropFirst(prefix.count)), value: row.text(1))
+        }
+    }
+
+    func removeMeta(_ name: String) throws {
+        try database.execute("DELETE FROM meta WHERE name = '\(name.replacingOccurrences(of: "'", with: "''"))'")
+    }
+
 }

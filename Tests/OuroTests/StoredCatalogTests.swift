@@ -155,4 +155,89 @@ import Testing
         #expect(stored!.childID(of: 1, named: "lost") == nil, "not committed: not in the store")
         #expect(stored!.nameCount(of: 2) == 1 && stored!.recordCount == 1)
     }
+
+    /// Reads a user can see (live inodes, names, listings, link counts, contents in use), which collecting
+    /// tombstones must never change.
+    static func expectSameVisible(_ memory: Catalog, _ stored: StoredCatalog, _ history: History, _ label: String) {
+        for id in history.inodes {
+            #expect(memory.inode(id).flatMap { $0.deleted ? nil : $0 } == stored.inode(id).flatMap { $0.deleted ? nil : $0 }, "inode \(id) \(label)")
+            #expect(memory.nameCount(of: id) == stored.nameCount(of: id), "names of \(id) \(label)")
+            #expect(memory.subdirectoryCount(of: id) == stored.subdirectoryCount(of: id), "subdirectories of \(id) \(label)")
+            #expect(memory.childIDs(of: id).map { "\($0.name)=\($0.inode)" }.sorted()
+                    == stored.childIDs(of: id).map { "\($0.name)=\($0.inode)" }.sorted(), "children of \(id) \(label)")
+            #expect(memory.listing(of: id).map { "\($0.name)=\($0.stat)" } == stored.listing(of: id).map { "\($0.name)=\($0.stat)" },
+                    "listing of \(id) \(label)")
+        }
+        for content in history.contents {
+            #expect(memory.contentOwner(content) == stored.contentOwner(content), "owner of \(content) \(label)")
+        }
+        #expect(memory.fileCount == stored.fileCount, "file count \(label)")
+        let chunked = Set(memory.liveContents().filter { !$0.chunks.isEmpty }.map(\.id.hex))
+        #expect(chunked == Set(stored.liveContents().map(\.id.hex)), "live contents \(label)")
+    }
+
+    /// Garbage collection over generated histories: dropping every candidate (tombstones, placements of unused
+    /// contents) changes no read a user sees, drops only tombstones, and the store then merges later changes
+    /// (versions after the collected ones, as the GC rule guarantees) to the same answers as a catalog that kept
+    /// everything.
+    @Test func collectingTombstonesChangesNoVisibleRead() throws {
+        let directory = try TestEnvironment.makeScratchDirectory("stored-catalog-gc")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let seed = TestSeed.derived("storedCatalogCollect")
+        for round in 0..<12 {
+            var history = History(generator: PseudoRandomBytes(seed: seed &+ UInt64(round)))
+            var memory = Catalog()
+            let stored = try StoredCatalog(path: directory + "/catalog-\(round).sqlite")
+            var seq: UInt64 = 0
+            func apply(_ record: CatalogRecord) throws {
+                seq += 1
+                let applied = try stored.apply(record, encoded: WireBinary.encode(record), seq: seq)
+                #expect(memory.apply(record) == applied, "round \(round): \(record)")
+            }
+            for _ in 0..<150 { try apply(history.record()) }
+            let before = stored.recordCount
+            let candidates = stored.collectionCandidates(olderThan: .max, limit: 10_000)
+            for candidate in candidates {
+                switch candidate.key {
+                case .inode(let id): #expect(stored.storedInode(id)?.deleted == true, "round \(round): \(candidate)")
+                case .dirent(let parent, let name): #expect(stored.storedDirent(DirentKey(parent: parent, name: name))?.inode == nil)
+                case .placement(let content, _): #expect(stored.contentOwner(content) == nil)
+                }
+            }
+            let dropped = try stored.batch { try stored.collect(candidates) }
+            #expect(stored.recordCount == before - dropped && dropped >= candidates.count, "round \(round)")
+            #expect(stored.collectionCandidates(olderThan: .max, limit: 10_000).isEmpty, "round \(round): all collected")
+            Self.expectSameVisible(memory, stored, history, "round \(round) after collecting \(dropped)")
+            for _ in 0..<100 {
+                var record = history.record()
+                let later = Version(clock: record.version.clock + 100, origin: record.version.origin)
+                if record.inode != nil { record.inode!.version = later }
+                if record.dirent != nil { record.dirent!.version = later }
+                if record.region != nil { record.region!.version = later }
+                if record.placement != nil { record.placement!.version = later }
+                try apply(record)
+            }
+            Self.expectSameVisible(memory, stored, history, "round \(round) after later changes")
+        }
+    }
+
+    /// Who confirms a collection: live members are asked; a member dead for less than the horizon stops the round;
+    /// one dead for longer is left out (and sweeps when it returns).
+    @Test func collectionWaitsForMembersAwayLessThanTheHorizon() {
+        let me = NodeAddress(host: "127.0.0.1", port: 1)
+        let other = NodeAddress(host: "127.0.0.1", port: 2)
+        let away = NodeAddress(host: "127.0.0.1", port: 3)
+        let members = [Netmap.Member(address: me, alive: true), Netmap.Member(address: other, alive: true),
+                       Netmap.Member(address: away, alive: false)]
+        #expect(CatalogGC.confirmers(members: members, me: me, deadSince: [away: 100], now: 150, awayNanoseconds: 100) == nil)
+        #expect(CatalogGC.confirmers(members: members, me: me, deadSince: [:], now: 150, awayNanoseconds: 100) == nil)
+        let past = CatalogGC.confirmers(members: members, me: me, deadSince: [away: 100], now: 250, awayNanoseconds: 100)
+        #expect(past?.ask == [other] && past?.excluded == [away])
+        #expect(CatalogGC.collectible([.absent, .sameOrNewer]) && !CatalogGC.collectible([.sameOrNewer, .older]))
+        #expect(!CatalogGC.collectible([.inUse]))
+        #expect(CatalogGC.answer(holding: nil, asked: Version(clock: 5, origin: "a")) == .absent)
+        #expect(CatalogGC.answer(holding: Version(clock: 4, origin: "b"), asked: Version(clock: 5, origin: "a")) == .older)
+        #expect(CatalogGC.answer(holding: Version(clock: 5, origin: "a"), asked: Version(clock: 5, origin: "a")) == .sameOrNewer)
+    }
+
 }
