@@ -136,6 +136,10 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     /// Catalog records received from peers by sync since the node started, new or not: a restart pulls what
     /// changed while the node was away, not the catalog (the sync cursors are kept in the store).
     public var catalogPulledRecords: Int?
+    /// The catalog store's size in pages as SQLite counts them (wherever they are, the store file or its
+    /// write-ahead log), and how much of it is free pages: what the catalog itself takes.
+    public var catalogStoreBytes: Int?
+    public var catalogStoreFreeBytes: Int?
     /// Catalog records dropped by garbage collection since the node started (tombstones every member had).
     public var catalogCollectedRecords: Int?
     /// Live rows a returning node replaced by tombstones since it started: the ring had removed them and dropped

@@ -416,6 +416,9 @@ public final class CatalogStore: @unchecked Sendable {
         lock.withLock { Int(unjournalledSequence - min(unjournalledSequence, durableSequence)) }
     }
 
+    /// The store's pages as SQLite counts them (with those still in its write-ahead log), and its free pages.
+    public var storeBytes: (total: Int, free: Int) { lock.withLock { store.logicalBytes } }
+
     /// Bytes of the catalog on disk: the store (with its write-ahead log) and the log.
     public var diskBytes: Int {
         lock.withLock { Int(logEnd) + store.fileBytes }

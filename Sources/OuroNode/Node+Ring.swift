@@ -137,6 +137,7 @@ extension Node {
         info.catalogReplayedRecords = catalog.replayedRecords
         info.catalogPulledRecords = pulledRecords.value
         info.catalogCollectedRecords = catalog.collectedRecords
+        (info.catalogStoreBytes, info.catalogStoreFreeBytes) = catalog.storeBytes
         info.catalogSweptRecords = sweptRecords.value
         return info
     }

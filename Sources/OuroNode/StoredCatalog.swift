@@ -654,6 +654,13 @@ final class StoredCatalog: CatalogView {
         }
     }
 
+    /// The store's size as SQLite sees it (its pages, those still in the write-ahead log included) and the part of
+    /// it that is free pages.
+    var logicalBytes: (total: Int, free: Int) {
+        let pageSize = (try? count("PRAGMA page_size")) ?? 4096
+        return (((try? count("PRAGMA page_count")) ?? 0) * pageSize, ((try? count("PRAGMA freelist_count")) ?? 0) * pageSize)
+    }
+
     /// Gives up to `pages` free pages back to the file system (incremental auto-vacuum; nothing in a store made
     /// before it was turned on). Returns the free pages left.
     @discardableResult
