@@ -414,6 +414,8 @@ extension FSRequest: BinaryCodable {
         writer.optional(offset) { $0.u64($1) }
         writer.optional(slices) { $0.value($1) }
         writer.optional(cuts) { $0.u64($1) }
+        writer.optional(after) { $0.string($1) }
+        writer.optional(limit) { $0.u32($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -442,6 +444,8 @@ extension FSRequest: BinaryCodable {
         offset = try reader.optional { reader throws(OuroError) in try reader.u64() }
         slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
         cuts = try reader.optional { reader throws(OuroError) in try reader.u64() }
+        after = try reader.optional { reader throws(OuroError) in try reader.string() }
+        limit = try reader.optional { reader throws(OuroError) in try reader.u32() }
     }
 }
 
@@ -460,6 +464,7 @@ extension FSReply: BinaryCodable {
         writer.optional(directories) { $0.value($1) }
         writer.optional(regions) { $0.value($1) }
         writer.optional(slices) { $0.value($1) }
+        writer.optional(more) { $0.bool($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -474,6 +479,7 @@ extension FSReply: BinaryCodable {
         directories = try reader.optional { reader throws(OuroError) in try reader.value([InodeStat].self) }
         regions = try reader.optional { reader throws(OuroError) in try reader.value([RegionRecord].self) }
         slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
+        more = try reader.optional { reader throws(OuroError) in try reader.bool() }
     }
 }
 

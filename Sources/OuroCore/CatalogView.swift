@@ -25,11 +25,12 @@ public protocol CatalogView {
     var holdsPlacements: Bool { get }
     /// The inode whose content (its own or a region's slice) is this content.
     func contentOwner(_ id: ContentID) -> UInt64?
-    /// Live entries of a directory with their inodes (as `inode(_:)` gives them), sorted by name. Derived from the
-    /// reads above (the default below); a store answers it for the whole directory in a few queries.
-    func entries(of directory: UInt64) -> [(name: String, inode: Inode)]
-    /// `entries(of:)` with each entry's attributes (its link count).
-    func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)]
+    /// Live entries of a directory with their inodes (as `inode(_:)` gives them), in the byte order of their names
+    /// (UTF-8), from the first name after `after` (nil: from the start), at most `limit`. Derived from the reads
+    /// above (the default below); a store answers a page in a few queries.
+    func entries(of directory: UInt64, after: String?, limit: Int) -> [(name: String, inode: Inode)]
+    /// `entries(of:after:limit:)` with each entry's attributes (its link count).
+    func listing(of directory: UInt64, after: String?, limit: Int) -> [(name: String, stat: InodeStat)]
 }
 
 extension CatalogView {
@@ -106,14 +107,24 @@ extension CatalogView {
         childID(of: parent, named: name).flatMap { inode($0) }
     }
 
-    /// Live entries of a directory, sorted by name.
-    public func entries(of directory: UInt64) -> [(name: String, inode: Inode)] {
-        childIDs(of: directory).compactMap { name, id in inode(id).map { (name, $0) } }.sorted { $0.name < $1.name }
+    public func entries(of directory: UInt64, after: String?, limit: Int) -> [(name: String, inode: Inode)] {
+        let sorted = childIDs(of: directory).filter { after == nil || Self.precedes(after!, $0.name) }
+            .sorted { Self.precedes($0.name, $1.name) }
+        return Array(sorted.lazy.compactMap { name, id in inode(id).map { (name, $0) } }.prefix(limit))
     }
 
-    public func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)] {
-        entries(of: directory).map { ($0.name, stat($0.inode)) }
+    public func listing(of directory: UInt64, after: String?, limit: Int) -> [(name: String, stat: InodeStat)] {
+        entries(of: directory, after: after, limit: limit).map { ($0.name, stat($0.inode)) }
     }
+
+    /// Every live entry of a directory, in name order.
+    public func entries(of directory: UInt64) -> [(name: String, inode: Inode)] { entries(of: directory, after: nil, limit: .max) }
+
+    public func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)] { listing(of: directory, after: nil, limit: .max) }
+
+    /// The order of names in listings: their UTF-8 bytes (as SQLite compares text), so that a page's last name is a
+    /// cursor any catalog understands.
+    public static func precedes(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
 
     public func hasEntries(_ directory: UInt64) -> Bool {
         childIDs(of: directory).contains { baseInode($0.inode) != nil }

@@ -69,6 +69,9 @@ public struct FSRequest: Codable, Sendable, Equatable {
     public var slices: [ContentSlice]?
     /// `COMPACT`: the region's `cuts` when the compaction read it.
     public var cuts: UInt64?
+    /// `READDIR`: list the names after this one (in the byte order of their UTF-8), at most `limit` of them.
+    public var after: String?
+    public var limit: UInt32?
     public init() {}
 }
 
@@ -85,6 +88,8 @@ public struct FSReply: Codable, Sendable, Equatable {
     public var regions: [RegionRecord]?
     /// `WRITESLICES` that carried its bytes: the slices as committed, with the pieces that now hold them.
     public var slices: [ContentSlice]?
+    /// `READDIR` with a `limit`: whether names follow the last one listed.
+    public var more: Bool?
     public init() {}
 
     public struct Entry: Codable, Sendable, Equatable {

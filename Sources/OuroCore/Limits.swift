@@ -49,6 +49,8 @@ public enum Limits {
     public static let maxSparseFileBytes: UInt64 = 1 << 62
     /// Catalog records per `CATALOG SYNC` reply.
     public static let syncBatchRecords = 2000
+    /// Entries in one page of `READDIR` (the mount lists a directory of any size a page at a time).
+    public static let readdirPageEntries = 4096
     /// Encoded bytes per `CATALOG SYNC` reply (records with inline bytes or many segments are large), well under
     /// `jsonPayloadBytes`, which every reply must fit.
     public static let syncBatchBytes = 16 << 20

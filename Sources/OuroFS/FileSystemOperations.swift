@@ -114,8 +114,9 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     /// `fallocate(2)` with its `mode` flags (linux/falloc.h).
     func fallocate(handle: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws
     func opendir(inode: UInt64) throws -> UInt64
-    /// All entries except "." and ".."; the adapter adds those and pages through the list by offset.
-    func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry]
+    /// A page of entries (not "." and "..", which the adapter adds): those after the name `after` (nil: from the
+    /// start) in the file system's order, and whether more follow. The adapter pages through them by offset.
+    func readdir(inode: UInt64, handle: UInt64, after: String?) throws -> (entries: [DirectoryEntry], more: Bool)
     func releasedir(handle: UInt64)
     /// `fsync` of a directory: the changes of names made so far are durable when it returns.
     func fsyncdir(inode: UInt64) throws

@@ -339,34 +339,45 @@ final class FuseAdapter {
     }
 
     /// Sends the entries from position `offset` on that fit in `size` bytes. Positions count ".", "..", then the
-    /// file system's listing; each entry carries the position after it, which the kernel passes back as the
-    /// next `offset`. The listing is read when the kernel starts at 0 (first call, rewinddir) and kept for the
-    /// following pages, so entries created or removed in between are neither repeated nor skipped.
-    /// Readdirplus entries carry the listing's attributes, which the kernel caches like a lookup's.
+    /// file system's entries; each entry carries the position after it, which the kernel passes back as the next
+    /// `offset`. The entries come a page at a time (`DirectoryStream`): the listing starts again when the kernel
+    /// starts at 0 (first call, rewinddir), and each next page follows the last name of the one before, so
+    /// entries created or removed in between are neither repeated nor skipped, and memory holds one page whatever
+    /// the directory's size. Readdirplus entries carry the listing's attributes, which the kernel caches like a
+    /// lookup's.
     private func readdir(_ req: fuse_req_t, _ size: Int, _ offset: off_t, _ stream: DirectoryStream, plus: Bool) {
         answer(req) {
             let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
             defer { buffer.deallocate() }
             var used = 0
-            try stream.listing.withLock { listing in
-                if offset == 0 || listing == nil {
-                    listing = try fileSystem.readdir(inode: stream.inode, handle: stream.handle)
+            try stream.page.withLock { page in
+                func load(after: String?, start: Int) throws {
+                    let (entries, more) = try fileSystem.readdir(inode: stream.inode, handle: stream.handle, after: after)
+                    page = DirectoryStream.Page(start: start, entries: entries, more: more)
                 }
-                let entries = listing!
-                let end = entries.count + 2
-                // An offset past the end can only come from a telldir before the listing was read again.
-                for position in min(Int(offset), end)..<end {
+                if offset == 0 || page == nil { try load(after: nil, start: 2) }
+                var position = max(0, Int(offset))
+                if position >= 2, position < page!.start {
+                    // Back before this page (a seekdir to an old telldir): the listing again from the start.
+                    try load(after: nil, start: 2)
+                }
+                while true {
                     let name: String
                     var entry = fuse_entry_param()
-                    switch position {
-                    case 0, 1:
+                    if position < 2 {
                         // Node id 0: the kernel takes no attributes and counts no lookup for these.
                         name = position == 0 ? "." : ".."
                         entry.attr.st_ino = ino_t(position == 0 ? stream.inode : Self.unknownInode)
                         entry.attr.st_mode = S_IFDIR
-                    default:
-                        name = entries[position - 2].name
-                        entry = entryParameters(entries[position - 2].attributes)
+                    } else {
+                        let index = position - page!.start
+                        if index >= page!.entries.count {
+                            guard page!.more, let last = page!.entries.last?.name else { break }
+                            try load(after: last, start: page!.start + page!.entries.count)
+                            continue
+                        }
+                        name = page!.entries[index].name
+                        entry = entryParameters(page!.entries[index].attributes)
                     }
                     let free = size - used
                     let next = off_t(position + 1)
@@ -376,6 +387,7 @@ final class FuseAdapter {
                         : fuse_add_direntry(req, buffer + used, free, name, &entry.attr, next)
                     guard length <= free else { break }
                     used += length
+                    position += 1
                 }
             }
             fuse_reply_buf(req, buffer, used)
@@ -535,7 +547,13 @@ private func adapter(_ userdata: UnsafeMutableRawPointer?) -> FuseAdapter {
 private final class DirectoryStream {
     let inode: UInt64
     let handle: UInt64
-    let listing = Mutex<[DirectoryEntry]?>(nil)
+    /// The page of entries the kernel is reading: its first entry's position, the entries, whether more follow.
+    struct Page {
+        var start: Int
+        var entries: [DirectoryEntry]
+        var more: Bool
+    }
+    let page = Mutex<Page?>(nil)
 
     init(inode: UInt64, handle: UInt64) {
         self.inode = inode

@@ -584,10 +584,16 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func opendir(inode: UInt64) throws -> UInt64 { 0 }
 
-    public func readdir(inode: UInt64, handle: UInt64) throws -> [DirectoryEntry] {
-        try nameCreated(inDirectories: [inode])
-        let reply = try byNumber { try fs(.readdir, idempotent: true) { $0.inode = inode } }
-        return (reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }
+    public func readdir(inode: UInt64, handle: UInt64, after: String?) throws -> (entries: [DirectoryEntry], more: Bool) {
+        if after == nil { try nameCreated(inDirectories: [inode]) }
+        let reply = try byNumber {
+            try fs(.readdir, idempotent: true) {
+                $0.inode = inode
+                $0.after = after
+                $0.limit = UInt32(Limits.readdirPageEntries)
+            }
+        }
+        return ((reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }, reply.more ?? false)
     }
 
     public func releasedir(handle: UInt64) {}

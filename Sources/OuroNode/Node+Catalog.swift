@@ -250,17 +250,25 @@ extension Node {
                 return catalog.stat(inode)
             }
         case .readdir:
-            reply.entries = try catalog.read { catalog in
+            // A page when asked for one (the mount asks for `Limits.readdirPageEntries` at a time): one more than
+            // the limit is read to know whether names follow.
+            let limit = request.limit.map { max(1, min(Int($0), Limits.readdirPageEntries)) }
+            var entries = try catalog.read { catalog in
                 let directory = try catalog.existing(request.inode)
                 guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
                 // Attributes only: an entry's placement and attributes are fetched by GETATTR when it is opened,
                 // and leaving them out keeps a listing of thousands of files small and quick to decode.
-                return catalog.listing(of: directory.id).map { entry in
+                return catalog.listing(of: directory.id, after: request.after, limit: limit.map { $0 + 1 } ?? .max).map { entry in
                     var stat = entry.stat.withoutContentDetail(chunks: false)
                     stat.inode.xattrs = [:]
                     return FSReply.Entry(name: entry.name, stat: stat)
                 }
             }
+            if let limit {
+                reply.more = entries.count > limit
+                entries = Array(entries.prefix(limit))
+            }
+            reply.entries = entries
         case .mkdir, .mknod, .symlink:
             let kind: InodeKind = operation == .mkdir ? .directory : operation == .symlink ? .symlink : (request.kind ?? .file)
             if kind == .symlink {

@@ -18,8 +18,8 @@ extension Node: LocalChunkSource {
     }
 
     /// `FILE LIST`: CSV `name,start,size`, one row per file, depth first in name order (as `allFiles`). Streamed
-    /// a directory at a time: the catalog lock is held for one directory's listing, never for the whole tree, and
-    /// memory holds one directory per level, not every file.
+    /// a page of a directory at a time: the catalog lock is held for one page (`Limits.readdirPageEntries`), never
+    /// for the whole tree, and memory holds one page per level, not every file.
     func sendList(_ session: ClientSession) throws {
         struct Row {
             var name: String
@@ -32,12 +32,19 @@ extension Node: LocalChunkSource {
         var visited = Set<UInt64>()
         func walk(_ directory: UInt64, prefix: String) throws {
             guard visited.insert(directory).inserted else { return }
-            let rows = catalog.read { catalog in
-                catalog.entries(of: directory).map { name, inode in
-                    Row(name: name, kind: inode.kind, id: inode.id, start: inode.content?.start.description ?? address.description,
-                        size: inode.sizeBytes)
+            var after: String?
+            repeat {
+                let rows = catalog.read { catalog in
+                    catalog.entries(of: directory, after: after, limit: Limits.readdirPageEntries).map { name, inode in
+                        Row(name: name, kind: inode.kind, id: inode.id, start: inode.content?.start.description ?? address.description,
+                            size: inode.sizeBytes)
+                    }
                 }
-            }
+                after = rows.count == Limits.readdirPageEntries ? rows.last?.name : nil
+                try send(rows, prefix: prefix)
+            } while after != nil
+        }
+        func send(_ rows: [Row], prefix: String) throws {
             for row in rows {
                 let path = prefix.isEmpty ? row.name : prefix + "/" + row.name
                 switch row.kind {

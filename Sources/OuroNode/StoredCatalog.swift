@@ -134,21 +134,17 @@ final class StoredCatalog: CatalogView {
         placementsAfter = try db.prepare("SELECT seq, record FROM placements WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?")
         getMeta = try db.prepare("SELECT value FROM meta WHERE name = ?")
         putMeta = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES(?, ?)")
+        // A page of a directory: names after ?2 in byte order, at most ?3; the other three queries cover the page's
+        // names (up to ?3, inclusive; a blob bound is past every name).
         inodesIn = try db.prepare("""
             SELECT d.name, d.target, i.record FROM dirents d LEFT JOIN inodes i ON i.id = d.target
-            WHERE d.parent = ? AND d.target IS NOT NULL AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID)))
+            WHERE d.parent = ?1 AND d.name > ?2 AND d.target IS NOT NULL
+            AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID))) ORDER BY d.name LIMIT ?3
             """)
-        regionsIn = try db.prepare("""
-            SELECT r.record FROM regions r WHERE r.inode IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL)
-            """)
-        nameCountsIn = try db.prepare("""
-            SELECT target, count(*) FROM dirents
-            WHERE target IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL) GROUP BY target
-            """)
-        subdirectoriesIn = try db.prepare("""
-            SELECT directory, count FROM subdirectories
-            WHERE directory IN (SELECT target FROM dirents WHERE parent = ? AND target IS NOT NULL)
-            """)
+        let pageTargets = "SELECT target FROM dirents WHERE parent = ?1 AND name > ?2 AND name <= ?3 AND target IS NOT NULL"
+        regionsIn = try db.prepare("SELECT r.record FROM regions r WHERE r.inode IN (\(pageTargets))")
+        nameCountsIn = try db.prepare("SELECT target, count(*) FROM dirents WHERE target IN (\(pageTargets)) GROUP BY target")
+        subdirectoriesIn = try db.prepare("SELECT directory, count FROM subdirectories WHERE directory IN (\(pageTargets))")
         removedInodes = try db.prepare("SELECT id, clock, origin FROM inodes WHERE deleted = 1 AND clock < ? ORDER BY clock LIMIT ?")
         removedDirents = try db.prepare("SELECT parent, name, clock, origin FROM dirents WHERE target IS NULL AND clock < ? ORDER BY clock LIMIT ?")
         unusedPlacements = try db.prepare("""
@@ -482,33 +478,43 @@ final class StoredCatalog: CatalogView {
 
     // MARK: Listings
 
-    /// A directory's entries in four queries (entries with inodes, their regions, their names, their
+    /// A page of a directory's entries in four queries (entries with inodes, their regions, their names, their
     /// subdirectories) rather than several per entry. Rows are not cached: a listing would push out the inodes in use.
-    func entries(of directory: UInt64) -> [(name: String, inode: Inode)] {
-        let rows = readAll(inodesIn.bind(.id(directory))) { row in
+    func entries(of directory: UInt64, after: String?, limit: Int) -> [(name: String, inode: Inode)] {
+        pageOfEntries(directory, after: after, limit: limit).entries
+    }
+
+    private func pageOfEntries(_ directory: UInt64, after: String?, limit: Int) -> (entries: [(name: String, inode: Inode)], bounds: [SQLiteValue]) {
+        let from = SQLiteValue.text(after ?? "")
+        let rows = readAll(inodesIn.bind(.id(directory), from, .integer(Int64(min(limit, Int(Int64.max)))))) { row in
             // No row: the root, which every catalog starts with.
             row.isNull(2) ? (name: row.text(0), inode: Inode.root) : try Self.record(row.blob(2)).inode.map { (name: row.text(0), inode: $0) }
         }
+        // The names of the whole page: up to its last one, or every name when it holds all that is left.
+        let bounds: [SQLiteValue] = [.id(directory), from, rows.count < limit ? .blob([0xFF]) : .text(rows.last?.name ?? "")]
         var regions: [UInt64: [RegionRecord]] = [:]
-        for region in readAll(regionsIn.bind(.id(directory)), { try Self.record($0.blob(0)).region }) where !region.slices.isEmpty {
+        for region in readAll(regionsIn.bind(bounds[0], bounds[1], bounds[2]), { try Self.record($0.blob(0)).region }) where !region.slices.isEmpty {
             regions[region.inode, default: []].append(region)
         }
-        return rows.map { name, stored in
+        let entries = rows.map { name, stored in
             var inode = stored
             if let content = inode.content, holdsPlacements { inode.content = placed(content) }
             if let records = regions[inode.id] {
                 inode.content = assembled(inode.content, regions: records.sorted { $0.region < $1.region }).map(placed)
             }
             return (name, inode)
-        }.sorted { $0.name < $1.name }
+        }
+        return (entries, bounds)
     }
 
-    func listing(of directory: UInt64) -> [(name: String, stat: InodeStat)] {
-        let entries = entries(of: directory)
+    func listing(of directory: UInt64, after: String?, limit: Int) -> [(name: String, stat: InodeStat)] {
+        let (entries, bounds) = pageOfEntries(directory, after: after, limit: limit)
         var names: [UInt64: Int] = [:]
-        for (id, count) in readAll(nameCountsIn.bind(.id(directory)), { (id: $0.uint64(0), count: Int($0.int64(1))) }) { names[id] = count }
+        for (id, count) in readAll(nameCountsIn.bind(bounds[0], bounds[1], bounds[2]), { (id: $0.uint64(0), count: Int($0.int64(1))) }) {
+            names[id] = count
+        }
         var subdirectories: [UInt64: Int] = [:]
-        for (id, count) in readAll(subdirectoriesIn.bind(.id(directory)), { (id: $0.uint64(0), count: Int($0.int64(1))) }) {
+        for (id, count) in readAll(subdirectoriesIn.bind(bounds[0], bounds[1], bounds[2]), { (id: $0.uint64(0), count: Int($0.int64(1))) }) {
             subdirectories[id] = count
         }
         return entries.map { name, inode in

@@ -79,6 +79,7 @@ import Testing
         full.sizeBytes = 7; full.mtimeNs = 8; full.atimeNs = 9; full.flags = 10; full.xattrName = "user.x"
         full.xattrValue = Data([1]); full.content = piece; full.data = Data([2, 3]); full.truncatedTo = 11
         full.offset = 12; full.slices = [ContentSlice(fileOffset: 1, lengthBytes: 2, source: piece, sourceOffset: 1)]; full.cuts = 13
+        full.after = "k"; full.limit = 14
         let unset = Mirror(reflecting: full).children.filter { child in
             if case Optional<Any>.none = child.value as Any? { return true }
             return "\(child.value)" == "nil"
@@ -91,7 +92,16 @@ import Testing
         reply.entries = [.init(name: "a", stat: InodeStat(inode: Self.fullInode, linkCount: 1))]
         reply.xattrNames = ["user.a", "user.b"]
         reply.usage = RingUsage(totalBytes: 1 << 40, freeBytes: 2, availableBytes: 1, files: 9)
+        reply.more = true
         #expect(try WireBinary.decode(FSReply.self, from: WireBinary.encode(reply)) == reply)
+        // Garbage collection's rows and answers.
+        let rows = [CatalogRowVersion(.inode(7), Version(clock: 1, origin: "a")),
+                    CatalogRowVersion(.dirent(parent: 1, name: "é x"), Version(clock: 2, origin: "b")),
+                    CatalogRowVersion(.placement(piece.id, chunk: 3), Version(clock: 3, origin: "c"))]
+        #expect(try WireBinary.decode([CatalogRowVersion].self, from: WireBinary.encode(rows)) == rows)
+        let answers: [RowAnswer] = [.absent, .older, .sameOrNewer, .inUse]
+        #expect(try WireBinary.decode([RowAnswer].self, from: WireBinary.encode(answers)) == answers)
+        #expect(throws: OuroError.self) { try WireBinary.decode([RowAnswer].self, from: [1, 0, 0, 0, 9]) }  // one answer, unknown
     }
 
     @Test func damagedInputIsAnError() throws {

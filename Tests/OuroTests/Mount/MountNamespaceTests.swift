@@ -32,6 +32,28 @@ struct MountNamespaceTests {
         }
     }
 
+    @Test("a directory of more entries than a page of READDIR lists whole, each name once")
+    func bigDirectory() throws {
+        try MountedRing.with(label: "big-directory") { ring in
+            // 5,000 names: two pages of 4,096. Listed by ls (getdents in 32 KiB buffers, many per page) and by
+            // Python (its own buffer size), removed with rm, and listed again.
+            let output = try ring.ok(#"""
+                cd "$M" && mkdir big && python3 -c '
+                import os
+                made = [f"n{i:05d}-" + "x" * (i % 40) for i in range(5000)]
+                for name in made: os.close(os.open("big/" + name, os.O_CREAT | os.O_WRONLY))
+                names = os.listdir("big")
+                print(len(names), len(set(names)), sorted(names) == sorted(made))
+                '
+                ls -f big | wc -l
+                ls big | sort -u | wc -l
+                rm big/n0*
+                ls -f big | wc -l
+                """#, timeoutSeconds: 120)
+            #expect(output == "5000 5000 True\n5002\n5000\n2\n", "\(output)")
+        }
+    }
+
     @Test("mkdir -p, rmdir of a non-empty directory fails, rm -r")
     func directories() throws {
         try MountedRing.with(label: "dirs") { ring in
