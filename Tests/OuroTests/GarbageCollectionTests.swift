@@ -54,15 +54,22 @@ import Testing
         }
     }
 
+    /// A 3-node ring holding `count` files named `prefix0…` (on every node), and its catalog's record count then.
+    static func ringWithFiles(_ count: Int, prefix: String, awayMilliseconds: Int, label: String) throws
+        -> (ring: Ring, names: [String], files: [String: [UInt8]], records: Int) {
+        let ring = try Ring(nodes: 3, settings: settings(awayMilliseconds: awayMilliseconds), label: label)
+        let names = (0..<count).map { "\(prefix)\($0)" }
+        let files = try create(ring, names, seed: label)
+        try waitUntil("every node holds the \(count) files", timeoutSeconds: 20) { try (0..<3).allSatisfy { try ring.list($0).count == count } }
+        return (ring, names, files, try ring.info(0).catalogRecords)
+    }
+
     /// Files made and removed: once every node has the tombstones they go from every catalog, which holds the
     /// records of the files kept and no more; nothing removed comes back.
     @Test func tombstonesGoOnceEveryMemberHasThem() throws {
-        let ring = try Ring(nodes: 3, settings: Self.settings(awayMilliseconds: 60_000), label: "gc-collect")
+        let (ring, names, made, full) = try Self.ringWithFiles(300, prefix: "f", awayMilliseconds: 60_000, label: "gc-collect")
+        var files = made
         defer { ring.shutdown() }
-        let names = (0..<300).map { "f\($0)" }
-        var files = try Self.create(ring, names, seed: "gcCollect")
-        try waitUntil("every node holds the 300 files", timeoutSeconds: 20) { try (0..<3).allSatisfy { try ring.list($0).count == 300 } }
-        let full = try ring.info(0).catalogRecords
         let removed = Array(names.prefix(250))
         try Self.remove(ring, removed, on: [0, 1, 2])
         for name in removed { files[name] = nil }
@@ -79,12 +86,9 @@ import Testing
     /// A member down for less than the horizon holds collection back (it could still hold the removed files);
     /// once it is back and has the tombstones, they go everywhere, and it lists none of the removed files.
     @Test func aMemberDownHoldsCollectionBack() throws {
-        let ring = try Ring(nodes: 3, settings: Self.settings(awayMilliseconds: 60_000), label: "gc-held")
+        let (ring, names, made, full) = try Self.ringWithFiles(100, prefix: "h", awayMilliseconds: 60_000, label: "gc-held")
+        var files = made
         defer { ring.shutdown() }
-        let names = (0..<100).map { "h\($0)" }
-        var files = try Self.create(ring, names, seed: "gcHeld")
-        try waitUntil("every node holds the 100 files", timeoutSeconds: 20) { try (0..<3).allSatisfy { try ring.list($0).count == 100 } }
-        let full = try ring.info(0).catalogRecords
         ring.kill(2)
         try ring.waitForNetmap(ring.expectedNetmap(dead: [2]), on: [0, 1], timeoutSeconds: 20)
         let removed = Array(names.prefix(60))
@@ -108,19 +112,16 @@ import Testing
     /// its rows from before it left that a peer no longer has are removed, and the ring converges, files made while
     /// it was away included.
     @Test func aMemberAwayPastTheHorizonSweepsWhenBack() throws {
-        let ring = try Ring(nodes: 3, settings: Self.settings(awayMilliseconds: 1500), label: "gc-sweep")
+        let (ring, names, made, full) = try Self.ringWithFiles(100, prefix: "s", awayMilliseconds: 1500, label: "gc-sweep")
+        var files = made
         defer { ring.shutdown() }
-        let names = (0..<100).map { "s\($0)" }
-        var files = try Self.create(ring, names, seed: "gcSweep")
-        try waitUntil("every node holds the 100 files", timeoutSeconds: 20) { try (0..<3).allSatisfy { try ring.list($0).count == 100 } }
         usleep(1_500_000)  // node 2's last contact with the ring well after the files were made
-        let full = try ring.info(0).catalogRecords
         ring.kill(2)
         try ring.waitForNetmap(ring.expectedNetmap(dead: [2]), on: [0, 1], timeoutSeconds: 20)
         let removed = Array(names.prefix(60))
         try Self.remove(ring, removed, on: [0, 1])
         for name in removed { files[name] = nil }
-        let added = try Self.create(ring, (0..<5).map { "new\($0)" }, seed: "gcSweepNew", on: [0, 1])
+        let added = try Self.create(ring, (0..<5).map { "new\($0)" }, seed: "gc-sweep-new", on: [0, 1])
         files.merge(added) { $1 }
         // Node 2 is excluded once away for 1.5 s: the two others collect without it.
         try waitUntil("the tombstones collected on nodes 0 and 1", timeoutSeconds: 30, describe: { Self.records(ring, [0, 1]) }) {
