@@ -27,7 +27,8 @@ mkdir -p "$work/pt-src/big" "$work/pt" "$work/mnt"
 python3 -c "
 import os, sys
 for i in range($ENTRIES): os.close(os.open(f'$work/pt-src/big/f{i:07d}', os.O_CREAT | os.O_WRONLY))"
-"$work/passthrough_ll" -o source="$work/pt-src" "$work/pt" &
+# passthrough_ll holds a descriptor for every inode the kernel looked up: a million of them for `ls -l`.
+(ulimit -n 1100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$work/passthrough_ll" -o source="$work/pt-src" "$work/pt") &
 pt_pid=$!
 
 "$ouro" up --nodes 3 --copies 2 --base-port "$BASE_PORT" --data "$work/ring" --mount "$work/mnt" >"$work/up.log" 2>&1 &
@@ -61,6 +62,7 @@ for t in threads: t.join()
 print(f"made {entries:,} names on the ring in {time.time() - t0:.1f} s", file=sys.stderr)
 PY
 sleep 7  # past a checkpoint: the names in the store file
+[ -n "${HOLD:-}" ] && { echo "holding: mount at $work/mnt, directory big; Ctrl-C to end" >&2; sleep "$HOLD"; }
 
 driver_pid=$(pgrep -f "ouro mount --node 127.0.0.1:$BASE_PORT" | head -1)
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
