@@ -65,8 +65,17 @@ def extra():
     return "  ".join(f"node {n}: WAL {os.path.getsize(p + '-wal') / 1e6:.1f} MB, log {os.path.getsize(os.path.dirname(p) + '/catalog.log') / 1e6:.1f} MB"
                      for n, p in enumerate(stores) if os.path.exists(p + "-wal"))
 
+def rss(port):
+    import subprocess
+    pid = subprocess.run(["pgrep", "-f", f"ouro node --listen 127.0.0.1:{port} "], capture_output=True, text=True).stdout.split()
+    try:
+        return next(int(l.split()[1]) / 1024 for l in open(f"/proc/{pid[0]}/status") if l.startswith("VmRSS"))
+    except Exception:
+        return float("nan")
+
 def show(label, rows):
-    print(f"{label:<26}" + "  ".join(f"node {n}: {r:>9,} records {b / 1e6:8.1f} MB ({f / 1e6:.1f} free)" for n, (r, b, _, f) in enumerate(rows)), flush=True)
+    print(f"{label:<26}" + "  ".join(f"node {n}: {r:>9,} records {b / 1e6:8.1f} MB ({f / 1e6:.1f} free) RSS {rss(ports[n]):.0f} MiB"
+                                     for n, (r, b, _, f) in enumerate(rows)), flush=True)
 
 def run(op, make, count=None, first=0):
     count = files if count is None else count
@@ -92,7 +101,7 @@ payload = base64.b64encode(os.urandom(1024)).decode()
 make = lambda i: {"parent": directory, "name": f"f{i}", "inode": (1 << 40) + i, "mode": 0o644, "uid": 0, "gid": 0, "data": payload}
 if keep:
     seconds = run("CREATE", make, keep, first=files)
-    print(f"made {keep:,} files to keep in {seconds:.1f} s")
+    print(f"made {keep:,} files to keep in {seconds:.1f} s ({keep / seconds:,.0f} files/s)", flush=True)
 time.sleep(7)  # a checkpoint (5 s) puts them in the store file
 start = info(); show("start", start)
 seconds = run("CREATE", make)

@@ -60,12 +60,19 @@ extension Node {
             rows = zip(rows, answers).filter { CatalogGC.collectible([$0.1]) }.map(\.0)
         }
         guard !rows.isEmpty else { return (0, 0) }
+        var noted = false
         for peer in excluded {
             // Rows from before the member left may now be stale on it: it sweeps them when it returns.
             let cut = (deadSince[peer] ?? now) - sweepMarginNanoseconds
             let known = catalog.metaEntries(prefix: "resync ").first { $0.name == peer.description }.flatMap { Int64($0.value) }
-            if known.map({ $0 > cut }) ?? true { try? catalog.setMeta("resync " + peer.description, String(cut)) }
+            if known.map({ $0 > cut }) ?? true {
+                guard (try? catalog.setMeta("resync " + peer.description, String(cut))) != nil else { return (0, 0) }
+                noted = true
+            }
         }
+        // The note is committed before anything is dropped (the members drop what they are told at once): a crash
+        // must not lose it while the ring has collected.
+        if noted { guard (try? catalog.checkpoint()) != nil else { return (0, 0) } }
         let dropped: Int
         do { dropped = try catalog.collect(rows) } catch {
             logger.warning("catalog garbage collection failed", metadata: ["error": "\(error)"])
@@ -112,11 +119,12 @@ extension Node {
         }
     }
 
-    /// `CATALOG RESYNC`: remembered (the earliest cut), and run by the next round.
+    /// `CATALOG RESYNC`: remembered (the earliest cut, durably), and run by the next round.
     func noteSweep(against peer: NodeAddress, cutClock: UInt64) throws {
         let name = "sweep " + peer.description
         let known = catalog.metaEntries(prefix: "sweep ").first { $0.name == peer.description }.flatMap { UInt64($0.value) }
         try catalog.setMeta(name, String(min(known ?? .max, cutClock)))
+        try catalog.checkpoint()  // committed before the answer: the peer forgets it then
     }
 
     /// Sweeps asked for: every live row older than the cut (and than this node's own last contact with the ring) that
