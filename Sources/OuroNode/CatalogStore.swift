@@ -708,6 +708,10 @@ public final class CatalogStore: @unchecked Sendable {
         lock.withLock { store.metaEntries(prefix: prefix) }
     }
 
+    func meta(_ name: String) -> String? {
+        lock.withLock { store.meta(name) }
+    }
+
     /// Sets (or with nil removes) a meta value, committed with the next checkpoint.
     func setMeta(_ name: String, _ value: String?) throws {
         try lock.withLock {

@@ -64,7 +64,7 @@ extension Node {
         for peer in excluded {
             // Rows from before the member left may now be stale on it: it sweeps them when it returns.
             let cut = (deadSince[peer] ?? now) - sweepMarginNanoseconds
-            let known = catalog.metaEntries(prefix: "resync ").first { $0.name == peer.description }.flatMap { Int64($0.value) }
+            let known = catalog.meta("resync " + peer.description).flatMap { Int64($0) }
             if known.map({ $0 > cut }) ?? true {
                 guard (try? catalog.setMeta("resync " + peer.description, String(cut))) != nil else { return (0, 0) }
                 noted = true
@@ -122,7 +122,7 @@ extension Node {
     /// `CATALOG RESYNC`: remembered (the earliest cut, durably), and run by the next round.
     func noteSweep(against peer: NodeAddress, cutClock: UInt64) throws {
         let name = "sweep " + peer.description
-        let known = catalog.metaEntries(prefix: "sweep ").first { $0.name == peer.description }.flatMap { UInt64($0.value) }
+        let known = catalog.meta(name).flatMap { UInt64($0) }
         try catalog.setMeta(name, String(min(known ?? .max, cutClock)))
         try catalog.checkpoint()  // committed before the answer: the peer forgets it then
     }
@@ -130,7 +130,7 @@ extension Node {
     /// Sweeps asked for: every live row older than the cut (and than this node's own last contact with the ring) that
     /// the peer no longer has is replaced by a tombstone, as the ring removed it meanwhile.
     func runSweeps() {
-        let lastContact = catalog.metaEntries(prefix: "lastContact").first.flatMap { Int64($0.value) } ?? 0
+        let lastContact = catalog.meta("lastContact").flatMap { Int64($0) } ?? 0
         for (name, value) in catalog.metaEntries(prefix: "sweep ") {
             guard let peer = NodeAddress(name), let asked = UInt64(value) else { continue }
             let cut = min(asked, UInt64(clamping: max(0, lastContact - sweepMarginNanoseconds)))

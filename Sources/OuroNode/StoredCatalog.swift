@@ -42,7 +42,7 @@ final class StoredCatalog: CatalogView {
     private let savepoint, release, rollback: SQLiteStatement
     private let inodesIn, regionsIn, nameCountsIn, subdirectoriesIn: SQLiteStatement
     private let removedInodes, removedDirents, unusedPlacements, inodeVersion: SQLiteStatement
-    private let dropInode, dropRegionsOf, dropDirent, dropPlacement, metaRange: SQLiteStatement
+    private let dropInode, dropRegionsOf, dropDirent, dropPlacement, metaRange, deleteMeta: SQLiteStatement
     private let liveInodesPage, liveDirentsPage: SQLiteStatement
 
     static let schema = """
@@ -145,7 +145,11 @@ final class StoredCatalog: CatalogView {
         regionsIn = try db.prepare("SELECT r.record FROM regions r WHERE r.inode IN (\(pageTargets))")
         nameCountsIn = try db.prepare("SELECT target, count(*) FROM dirents WHERE target IN (\(pageTargets)) GROUP BY target")
         subdirectoriesIn = try db.prepare("SELECT directory, count FROM subdirectories WHERE directory IN (\(pageTargets))")
-        removedInodes = try db.prepare("SELECT id, clock, origin FROM inodes WHERE deleted = 1 AND clock < ? ORDER BY clock LIMIT ?")
+        // A removed inode that still has a name (a merge in between) waits; the root is never removed.
+        removedInodes = try db.prepare("""
+            SELECT id, clock, origin FROM inodes WHERE deleted = 1 AND clock < ? AND id != \(Inode.rootID)
+            AND NOT EXISTS (SELECT 1 FROM dirents d WHERE d.target = inodes.id) ORDER BY clock LIMIT ?
+            """)
         removedDirents = try db.prepare("SELECT parent, name, clock, origin FROM dirents WHERE target IS NULL AND clock < ? ORDER BY clock LIMIT ?")
         unusedPlacements = try db.prepare("""
             SELECT content, chunk, clock, origin FROM placements p
@@ -160,6 +164,7 @@ final class StoredCatalog: CatalogView {
             AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.id = placements.content)
             """)
         metaRange = try db.prepare("SELECT name, value FROM meta WHERE name >= ? AND name < ? ORDER BY name")
+        deleteMeta = try db.prepare("DELETE FROM meta WHERE name = ?")
         liveInodesPage = try db.prepare("SELECT id, clock, origin FROM inodes WHERE deleted = 0 AND clock < ? AND id > ? ORDER BY id LIMIT ?")
         liveDirentsPage = try db.prepare("""
             SELECT parent, name, clock, origin FROM dirents WHERE target IS NOT NULL AND clock < ? AND (parent, name) > (?, ?)
@@ -486,7 +491,7 @@ final class StoredCatalog: CatalogView {
 
     private func pageOfEntries(_ directory: UInt64, after: String?, limit: Int) -> (entries: [(name: String, inode: Inode)], bounds: [SQLiteValue]) {
         let from = SQLiteValue.text(after ?? "")
-        let rows = readAll(inodesIn.bind(.id(directory), from, .integer(Int64(min(limit, Int(Int64.max)))))) { row in
+        let rows = readAll(inodesIn.bind(.id(directory), from, .integer(Int64(limit)))) { row in
             // No row: the root, which every catalog starts with.
             row.isNull(2) ? (name: row.text(0), inode: Inode.root) : try Self.record(row.blob(2)).inode.map { (name: row.text(0), inode: $0) }
         }
@@ -558,8 +563,7 @@ final class StoredCatalog: CatalogView {
     // MARK: Garbage collection (the rules are `CatalogGC`'s)
 
     /// Tombstones and placements of contents no live file holds, with versions older than `clock`: the
-    /// candidates for collection, oldest first, at most `limit` of each kind. A removed inode that still has a name
-    /// (a merge in between) is left for later.
+    /// candidates for collection, oldest first, at most `limit` of each kind.
     func collectionCandidates(olderThan clock: UInt64, limit: Int) -> [CatalogRowVersion] {
         let bound = SQLiteValue.id(clock)
         var rows = readAll(removedDirents.bind(bound, .integer(Int64(limit)))) { row in
@@ -567,7 +571,7 @@ final class StoredCatalog: CatalogView {
         }
         rows += readAll(removedInodes.bind(bound, .integer(Int64(limit)))) { row in
             CatalogRowVersion(.inode(row.uint64(0)), Version(clock: row.uint64(1), origin: row.text(2)))
-        }.filter { if case .inode(let id) = $0.key { parentIDs(of: id).isEmpty && id != Inode.rootID } else { false } }
+        }
         if holdsPlacements {
             rows += readAll(unusedPlacements.bind(bound, .integer(Int64(limit)))) { row in
                 ContentID(row.text(0)).map {
@@ -668,11 +672,9 @@ final class StoredCatalog: CatalogView {
     }
 
     /// Gives up to `pages` free pages back to the file system (incremental auto-vacuum; nothing in a store made
-    /// before it was turned on). Returns the free pages left.
-    @discardableResult
-    func reclaimFreePages(_ pages: Int) throws -> Int {
+    /// before it was turned on).
+    func reclaimFreePages(_ pages: Int) throws {
         try database.execute("PRAGMA incremental_vacuum(\(pages))")
-        return try count("PRAGMA freelist_count")
     }
 
     /// Meta values whose names start with `prefix`, by name (the prefix cut off).
@@ -683,7 +685,6 @@ final class StoredCatalog: CatalogView {
     }
 
     func removeMeta(_ name: String) throws {
-        try database.execute("DELETE FROM meta WHERE name = '\(name.replacingOccurrences(of: "'", with: "''"))'")
+        try deleteMeta.bind(.text(name)).run()
     }
-
 }
