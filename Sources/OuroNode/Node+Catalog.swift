@@ -36,6 +36,9 @@ struct SyncBatch: BinaryCodable {
 enum CommitDurability: Sendable {
     case now
     case lazy
+    /// `.lazy`, but answered only once every live peer has applied it: a rename, which a reader through another
+    /// node opens by name right after (a file replaced by renaming a new one over it must read new at once).
+    case appliedEverywhere
 }
 
 extension Node {
@@ -61,6 +64,10 @@ extension Node {
             let pending = sendToPeers(records, durability: .lazy)
             if !pending.isEmpty { peerAnswers.submit { [self] in awaitPeers(pending) } }
             catalog.syncSoon()
+        case .appliedEverywhere:
+            let pending = sendToPeers(records, durability: .lazy)
+            catalog.syncSoon()
+            awaitPeers(pending)
         }
         return stat
     }
@@ -291,7 +298,7 @@ extension Node {
         case .rmdir:
             try mutate(.lazy) { catalog, version, now in try catalog.planRmdir(parent: request.parent, name: request.name, version: version, nowNs: now) }
         case .rename:
-            try mutate(.lazy) { catalog, version, now in
+            try mutate(.appliedEverywhere) { catalog, version, now in
                 try catalog.planRename(parent: request.parent, name: request.name, newParent: request.newParent,
                                        newName: request.newName, flags: request.flags ?? 0, version: version, nowNs: now)
             }
