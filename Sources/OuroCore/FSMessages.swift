@@ -141,6 +141,10 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     /// Catalog records received from peers by sync since the node started, new or not: a restart pulls what
     /// changed while the node was away, not the catalog (the sync cursors are kept in the store).
     public var catalogPulledRecords: Int?
+    /// Namespace changes this node sent its peers since it started, and the `CATALOG APPLY` messages that carried
+    /// them (to every live peer each): fewer messages than changes when changes came faster than a round trip.
+    public var catalogBroadcastChanges: Int?
+    public var catalogBroadcastMessages: Int?
     /// The catalog store's size in pages as SQLite counts them (wherever they are, the store file or its
     /// write-ahead log), and how much of it is free pages: what the catalog itself takes.
     public var catalogStoreBytes: Int?

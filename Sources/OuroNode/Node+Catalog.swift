@@ -47,9 +47,9 @@ extension Node {
     /// Our own fsync runs while the peers apply theirs: one round of disk latency, not two. The change is on disk on
     /// as many disks as a file has copies (this node's, then those of the next nodes in ring order) before the
     /// answer; the other peers fsync it a few milliseconds later, with what else came meanwhile (`… DEFER`).
-    /// `.lazy` (a namespace change): written here and sent to every live peer before the answer, the peers'
-    /// answers read after it (`peerAnswers`); fsynced everywhere within a few milliseconds, or at once by `FS SYNC`
-    /// or the next synchronous commit.
+    /// `.lazy` (a namespace change): written here and queued for the peers before the answer (`NamespaceBroadcast`:
+    /// sent right after, with whatever else queued meanwhile); fsynced everywhere within a few milliseconds, or at
+    /// once by `FS SYNC` or the next synchronous commit.
     @discardableResult
     func commitAndBroadcast(withRegions: Bool = true, durability: CommitDurability = .now,
                             _ plan: (StoredCatalog, Version, Int64) throws -> Catalog.Change) throws -> InodeStat? {
@@ -61,13 +61,12 @@ extension Node {
             let delivered = awaitPeers(pending)
             syncElsewhereIfNeeded(pending, delivered: delivered)
         case .lazy:
-            let pending = sendToPeers(records, durability: .lazy)
-            if !pending.isEmpty { peerAnswers.submit { [self] in awaitPeers(pending) } }
+            if !records.isEmpty { namespaceBroadcast.submit(records.encoded) }
             catalog.syncSoon()
         case .appliedEverywhere:
-            let pending = sendToPeers(records, durability: .lazy)
+            let ticket = records.isEmpty ? nil : namespaceBroadcast.submit(records.encoded)
             catalog.syncSoon()
-            awaitPeers(pending)
+            if let ticket { namespaceBroadcast.wait(for: ticket) }
         }
         return stat
     }
@@ -77,7 +76,7 @@ extension Node {
     /// the logs of the peers after us in ring order, one per disk. The peers hold the same namespace changes (they
     /// applied them before the answers) and an empty `CATALOG APPLY` fsyncs theirs.
     func syncCatalog() throws {
-        peerAnswers.awaitEarlier()
+        namespaceBroadcast.awaitEarlier()
         let peers = peersInRingOrder()
         let chosen = peersThatSyncNow(peers)
         let pending = sendApply(EncodedRecords([]).arrayBytes, to: peers.filter(chosen.contains), syncNow: chosen)
@@ -125,19 +124,18 @@ extension Node {
         }
     }
 
-    /// Sends `records` to every other live node without waiting for the answers (no thread per peer).
-    /// `.now`: the peers after this node that make it durable on `copies` disks fsync before they answer.
-    func sendToPeers(_ records: EncodedRecords, durability: CommitDurability = .now) -> [PendingApply] {
+    /// Sends a synchronous commit's `records` to every other live node without waiting for the answers (no thread
+    /// per peer); the peers after this node that make it durable on `copies` disks fsync before they answer.
+    func sendToPeers(_ records: EncodedRecords) -> [PendingApply] {
         guard !records.isEmpty else { return [] }
-        // A synchronous commit is applied by the peers after every namespace change sent before it, so their
-        // fsync covers those too (see `PeerAnswers`).
-        if durability == .now { peerAnswers.awaitEarlier() }
+        // Applied by the peers after every namespace change queued before it, so their fsync covers those too.
+        namespaceBroadcast.awaitEarlier()
         let peers = peersInRingOrder()
-        return sendApply(records.arrayBytes, to: peers, syncNow: durability == .now ? peersThatSyncNow(peers) : [])
+        return sendApply(records.arrayBytes, to: peers, syncNow: peersThatSyncNow(peers))
     }
 
     /// Sends one `CATALOG APPLY` of `body` to each of `peers`, those in `syncNow` without `DEFER`.
-    private func sendApply(_ body: [UInt8], to peers: [NodeAddress], syncNow: Set<NodeAddress>) -> [PendingApply] {
+    func sendApply(_ body: [UInt8], to peers: [NodeAddress], syncNow: Set<NodeAddress>) -> [PendingApply] {
         peers.map { peer in
             var pending = PendingApply(peer: peer, connection: nil, syncNow: syncNow.contains(peer), body: body)
             pending.connection = try? send(pending, on: pool.take(peer))

@@ -136,6 +136,7 @@ extension Node {
         info.catalogBytes = catalog.diskBytes
         info.catalogReplayedRecords = catalog.replayedRecords
         info.catalogPulledRecords = pulledRecords.value
+        (info.catalogBroadcastChanges, info.catalogBroadcastMessages) = namespaceBroadcast.counts
         info.catalogCollectedRecords = catalog.collectedRecords
         (info.catalogStoreBytes, info.catalogStoreFreeBytes) = catalog.storeBytes
         info.catalogSweptRecords = sweptRecords.value

@@ -52,8 +52,8 @@ public final class Node: @unchecked Sendable {
     /// Rows a sweep replaced by tombstones since start (`NODE INFO catalogSweptRecords`; see `runSweeps`).
     let sweptRecords = Counter()
     let pool = ConnectionPool()
-    /// The peers' answers to namespace changes, read off the request's path (see `PeerAnswers`).
-    let peerAnswers = PeerAnswers()
+    /// Namespace changes on their way to the peers, off the request's path (see `NamespaceBroadcast`).
+    let namespaceBroadcast = NamespaceBroadcast()
     private let listener: ListeningSocket
     /// `<data>/node.sock`, where clients on this machine get chunk files (see `LocalChunkFiles`); -1 if unavailable.
     private var localListener: Int32 = -1
@@ -101,6 +101,9 @@ public final class Node: @unchecked Sendable {
         if let next = configuration.next { ring.next = next }
         repair.observe(ring.netmap)
         try saveRing()
+        namespaceBroadcast.deliver = { [unowned self] body in
+            awaitPeers(sendApply(body, to: peersInRingOrder(), syncNow: []))
+        }
     }
 
     /// Starts serving and the background loops; returns at once.
