@@ -64,7 +64,7 @@ PY
 sleep 7  # past a checkpoint: the names in the store file
 [ -n "${HOLD:-}" ] && { echo "holding: mount at $work/mnt, directory big; Ctrl-C to end" >&2; sleep "$HOLD"; }
 
-driver_pid=$(pgrep -f "ouro mount --node 127.0.0.1:$BASE_PORT" | head -1)
+driver_pid=$(pgrep -f " mount --node 127.0.0.1:$BASE_PORT " | head -1)
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 seconds() { local t0 t1; t0=$(date +%s.%N); eval "$1" >/dev/null; t1=$(date +%s.%N); python3 -c "print(f'{$t1 - $t0:.3f}')"; }
 declare -A T

@@ -360,6 +360,21 @@ extension CatalogRecord: BinaryCodable {
     }
 }
 
+extension CatalogRecord {
+    /// The kind of the inode an encoded record holds, read from its first bytes without decoding the rest (a
+    /// plain listing needs only that); nil if the bytes are not an inode record.
+    public static func inodeKind(inEncoded bytes: UnsafeRawBufferPointer) -> InodeKind? {
+        // tag (1), id (8), version: clock (8), origin (32-bit length, then UTF-8), then the kind (1).
+        let originLengthAt = 1 + 8 + 8
+        guard bytes.count >= originLengthAt + 4, bytes[0] == 1 else { return nil }
+        var length: UInt32 = 0
+        withUnsafeMutableBytes(of: &length) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[originLengthAt..<(originLengthAt + 4)])) }
+        let kindAt = originLengthAt + 4 + Int(UInt32(littleEndian: length))
+        guard kindAt < bytes.count else { return nil }
+        return try? InodeKind(code: bytes[kindAt])
+    }
+}
+
 extension InodeStat: BinaryCodable {
     public func encode(to writer: inout BinaryWriter) {
         writer.value(inode)
@@ -416,6 +431,7 @@ extension FSRequest: BinaryCodable {
         writer.optional(cuts) { $0.u64($1) }
         writer.optional(after) { $0.string($1) }
         writer.optional(limit) { $0.u32($1) }
+        writer.optional(namesOnly) { $0.bool($1) }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -446,6 +462,7 @@ extension FSRequest: BinaryCodable {
         cuts = try reader.optional { reader throws(OuroError) in try reader.u64() }
         after = try reader.optional { reader throws(OuroError) in try reader.string() }
         limit = try reader.optional { reader throws(OuroError) in try reader.u32() }
+        namesOnly = try reader.optional { reader throws(OuroError) in try reader.bool() }
     }
 }
 
@@ -465,6 +482,13 @@ extension FSReply: BinaryCodable {
         writer.optional(regions) { $0.value($1) }
         writer.optional(slices) { $0.value($1) }
         writer.optional(more) { $0.bool($1) }
+        writer.optional(names) { writer, names in
+            writer.array(names) { writer, entry in
+                writer.string(entry.name)
+                writer.u64(entry.inode)
+                writer.u8(entry.kind.code)
+            }
+        }
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -480,6 +504,11 @@ extension FSReply: BinaryCodable {
         regions = try reader.optional { reader throws(OuroError) in try reader.value([RegionRecord].self) }
         slices = try reader.optional { reader throws(OuroError) in try reader.value([ContentSlice].self) }
         more = try reader.optional { reader throws(OuroError) in try reader.bool() }
+        names = try reader.optional { reader throws(OuroError) in
+            try reader.array { reader throws(OuroError) in
+                NameEntry(name: try reader.string(), inode: try reader.u64(), kind: try InodeKind(code: reader.u8()))
+            }
+        }
     }
 }
 

@@ -31,6 +31,8 @@ public protocol CatalogView {
     func entries(of directory: UInt64, after: String?, limit: Int) -> [(name: String, inode: Inode)]
     /// `entries(of:after:limit:)` with each entry's attributes (its link count).
     func listing(of directory: UInt64, after: String?, limit: Int) -> [(name: String, stat: InodeStat)]
+    /// `entries(of:after:limit:)` with only each entry's inode number and kind (a plain `readdir`).
+    func names(of directory: UInt64, after: String?, limit: Int) -> [FSReply.NameEntry]
 }
 
 extension CatalogView {
@@ -115,6 +117,10 @@ extension CatalogView {
 
     public func listing(of directory: UInt64, after: String?, limit: Int) -> [(name: String, stat: InodeStat)] {
         entries(of: directory, after: after, limit: limit).map { ($0.name, stat($0.inode)) }
+    }
+
+    public func names(of directory: UInt64, after: String?, limit: Int) -> [FSReply.NameEntry] {
+        entries(of: directory, after: after, limit: limit).map { FSReply.NameEntry(name: $0.name, inode: $0.inode.id, kind: $0.inode.kind) }
     }
 
     /// Every live entry of a directory, in name order.

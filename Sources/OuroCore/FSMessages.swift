@@ -72,6 +72,9 @@ public struct FSRequest: Codable, Sendable, Equatable {
     /// `READDIR`: list the names after this one (in the byte order of their UTF-8), at most `limit` of them.
     public var after: String?
     public var limit: UInt32?
+    /// `READDIR`: names, inode numbers and kinds only (`names` in the answer), for a plain `readdir` that takes
+    /// no attributes: no inode is decoded, no link is counted.
+    public var namesOnly: Bool?
     public init() {}
 }
 
@@ -90,6 +93,8 @@ public struct FSReply: Codable, Sendable, Equatable {
     public var slices: [ContentSlice]?
     /// `READDIR` with a `limit`: whether names follow the last one listed.
     public var more: Bool?
+    /// `READDIR` with `namesOnly`: the entries without their attributes.
+    public var names: [NameEntry]?
     public init() {}
 
     public struct Entry: Codable, Sendable, Equatable {
@@ -98,6 +103,18 @@ public struct FSReply: Codable, Sendable, Equatable {
         public init(name: String, stat: InodeStat) {
             self.name = name
             self.stat = stat
+        }
+    }
+
+    /// What a plain `readdir` reports of an entry (`d_ino`, `d_type`).
+    public struct NameEntry: Codable, Sendable, Equatable {
+        public var name: String
+        public var inode: UInt64
+        public var kind: InodeKind
+        public init(name: String, inode: UInt64, kind: InodeKind) {
+            self.name = name
+            self.inode = inode
+            self.kind = kind
         }
     }
 }

@@ -116,7 +116,8 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func opendir(inode: UInt64) throws -> UInt64
     /// A page of entries (not "." and "..", which the adapter adds): those after the name `after` (nil: from the
     /// start) in the file system's order, and whether more follow. The adapter pages through them by offset.
-    func readdir(inode: UInt64, handle: UInt64, after: String?) throws -> (entries: [DirectoryEntry], more: Bool)
+    /// `namesOnly` (a plain readdir): the entries' attributes need hold only the inode number and the file type.
+    func readdir(inode: UInt64, handle: UInt64, after: String?, namesOnly: Bool) throws -> (entries: [DirectoryEntry], more: Bool)
     func releasedir(handle: UInt64)
     /// `fsync` of a directory: the changes of names made so far are durable when it returns.
     func fsyncdir(inode: UInt64) throws

@@ -351,15 +351,24 @@ final class FuseAdapter {
             defer { buffer.deallocate() }
             var used = 0
             try stream.page.withLock { page in
+                // A plain readdir takes names only (the kernel asks for readdirplus at the start of a listing and
+                // after lookups in the directory, plain readdir otherwise): no attributes fetched for `ls -f`,
+                // `find` or `rm -r`.
                 func load(after: String?, start: Int) throws {
-                    let (entries, more) = try fileSystem.readdir(inode: stream.inode, handle: stream.handle, after: after)
-                    page = DirectoryStream.Page(start: start, entries: entries, more: more)
+                    let (entries, more) = try fileSystem.readdir(inode: stream.inode, handle: stream.handle, after: after, namesOnly: !plus)
+                    page = DirectoryStream.Page(start: start, after: after, entries: entries, more: more, namesOnly: !plus)
                 }
                 if offset == 0 || page == nil { try load(after: nil, start: 2) }
                 var position = max(0, Int(offset))
                 if position >= 2, position < page!.start {
                     // Back before this page (a seekdir to an old telldir): the listing again from the start.
                     try load(after: nil, start: 2)
+                }
+                if plus, page!.namesOnly, position >= page!.start {
+                    // Readdirplus in a page of names: the rest of it again, with attributes.
+                    let index = min(position - page!.start, page!.entries.count)
+                    try load(after: index == 0 ? page!.after : page!.entries[index - 1].name, start: page!.start + index)
+                    position = page!.start
                 }
                 while true {
                     let name: String
@@ -550,8 +559,12 @@ private final class DirectoryStream {
     /// The page of entries the kernel is reading: its first entry's position, the entries, whether more follow.
     struct Page {
         var start: Int
+        /// The name the page follows (nil: the first page).
+        var after: String?
         var entries: [DirectoryEntry]
         var more: Bool
+        /// Entries with only their inode numbers and file types (loaded for a plain readdir).
+        var namesOnly: Bool
     }
     let page = Mutex<Page?>(nil)
 

@@ -584,14 +584,22 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
 
     public func opendir(inode: UInt64) throws -> UInt64 { 0 }
 
-    public func readdir(inode: UInt64, handle: UInt64, after: String?) throws -> (entries: [DirectoryEntry], more: Bool) {
+    public func readdir(inode: UInt64, handle: UInt64, after: String?, namesOnly: Bool) throws -> (entries: [DirectoryEntry], more: Bool) {
         if after == nil { try nameCreated(inDirectories: [inode]) }
         let reply = try byNumber {
             try fs(.readdir, idempotent: true) {
                 $0.inode = inode
                 $0.after = after
                 $0.limit = UInt32(Limits.readdirPageEntries)
+                $0.namesOnly = namesOnly ? true : nil
             }
+        }
+        if let names = reply.names {
+            let none = timespec()
+            return (names.map {
+                DirectoryEntry(name: $0.name, attributes: FileAttributes(inode: $0.inode, mode: $0.kind.modeBits, linkCount: 0, uid: 0, gid: 0,
+                                                                         rdev: 0, sizeBytes: 0, atime: none, mtime: none, ctime: none))
+            }, reply.more ?? false)
         }
         return ((reply.entries ?? []).map { DirectoryEntry(name: $0.name, attributes: attributes($0.stat)) }, reply.more ?? false)
     }

@@ -258,6 +258,19 @@ extension Node {
             // A page when asked for one (the mount asks for `Limits.readdirPageEntries` at a time): one more than
             // the limit is read to know whether names follow.
             let limit = request.limit.map { max(1, min(Int($0), Limits.readdirPageEntries)) }
+            if request.namesOnly == true {
+                var names = try catalog.read { catalog in
+                    let directory = try catalog.existing(request.inode)
+                    guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
+                    return catalog.names(of: directory.id, after: request.after, limit: limit.map { $0 + 1 } ?? .max)
+                }
+                if let limit {
+                    reply.more = names.count > limit
+                    names = Array(names.prefix(limit))
+                }
+                reply.names = names
+                break
+            }
             var entries = try catalog.read { catalog in
                 let directory = try catalog.existing(request.inode)
                 guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }

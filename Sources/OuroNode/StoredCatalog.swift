@@ -40,7 +40,7 @@ final class StoredCatalog: CatalogView {
     private let inodesAfter, direntsAfter, regionsAfter, placementsAfter: SQLiteStatement
     private let getMeta, putMeta: SQLiteStatement
     private let savepoint, release, rollback: SQLiteStatement
-    private let inodesIn, regionsIn, nameCountsIn, subdirectoriesIn: SQLiteStatement
+    private let inodesIn, namesIn, regionsIn, nameCountsIn, subdirectoriesIn: SQLiteStatement
     private let removedInodes, removedDirents, unusedPlacements, inodeVersion: SQLiteStatement
     private let dropInode, dropRegionsOf, dropDirent, dropPlacement, metaRange, deleteMeta: SQLiteStatement
     private let liveInodesPage, liveDirentsPage: SQLiteStatement
@@ -138,6 +138,12 @@ final class StoredCatalog: CatalogView {
         // names (up to ?3, inclusive; a blob bound is past every name).
         inodesIn = try db.prepare("""
             SELECT d.name, d.target, i.record FROM dirents d LEFT JOIN inodes i ON i.id = d.target
+            WHERE d.parent = ?1 AND d.name > ?2 AND d.target IS NOT NULL
+            AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID))) ORDER BY d.name LIMIT ?3
+            """)
+        // The same names with only the start of each inode record, where its kind is (a plain listing).
+        namesIn = try db.prepare("""
+            SELECT d.name, d.target, substr(i.record, 1, \(Self.kindPrefixBytes)) FROM dirents d LEFT JOIN inodes i ON i.id = d.target
             WHERE d.parent = ?1 AND d.name > ?2 AND d.target IS NOT NULL
             AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID))) ORDER BY d.name LIMIT ?3
             """)
@@ -510,6 +516,22 @@ final class StoredCatalog: CatalogView {
             return (name, inode)
         }
         return (entries, bounds)
+    }
+
+    /// Enough of an inode record to reach its kind: tag, id, clock, an origin address of up to 256 bytes.
+    static let kindPrefixBytes = 1 + 8 + 8 + 4 + 256 + 1
+
+    /// A page of names in one query: no record is decoded (the kind is read in place), no link counted.
+    func names(of directory: UInt64, after: String?, limit: Int) -> [FSReply.NameEntry] {
+        readAll(namesIn.bind(.id(directory), .text(after ?? ""), .integer(Int64(limit)))) { row in
+            let id = row.uint64(1)
+            // No row: the root, which every catalog starts with.
+            let kind = row.isNull(2) ? Inode.root.kind : try row.withBlob(2) { bytes in
+                guard let kind = CatalogRecord.inodeKind(inEncoded: bytes) else { throw SQLiteError(code: SQLITE_CORRUPT, message: "inode \(id): no kind") }
+                return kind
+            }
+            return FSReply.NameEntry(name: row.text(0), inode: id, kind: kind)
+        }
     }
 
     func listing(of directory: UInt64, after: String?, limit: Int) -> [(name: String, stat: InodeStat)] {

@@ -79,7 +79,7 @@ import Testing
         full.sizeBytes = 7; full.mtimeNs = 8; full.atimeNs = 9; full.flags = 10; full.xattrName = "user.x"
         full.xattrValue = Data([1]); full.content = piece; full.data = Data([2, 3]); full.truncatedTo = 11
         full.offset = 12; full.slices = [ContentSlice(fileOffset: 1, lengthBytes: 2, source: piece, sourceOffset: 1)]; full.cuts = 13
-        full.after = "k"; full.limit = 14
+        full.after = "k"; full.limit = 14; full.namesOnly = true
         let unset = Mirror(reflecting: full).children.filter { child in
             if case Optional<Any>.none = child.value as Any? { return true }
             return "\(child.value)" == "nil"
@@ -93,6 +93,7 @@ import Testing
         reply.xattrNames = ["user.a", "user.b"]
         reply.usage = RingUsage(totalBytes: 1 << 40, freeBytes: 2, availableBytes: 1, files: 9)
         reply.more = true
+        reply.names = [.init(name: "d ü", inode: 1 << 41, kind: .directory), .init(name: "s", inode: 2, kind: .symlink)]
         #expect(try WireBinary.decode(FSReply.self, from: WireBinary.encode(reply)) == reply)
         // Garbage collection's rows and answers.
         let rows = [CatalogRowVersion(.inode(7), Version(clock: 1, origin: "a")),
@@ -102,6 +103,25 @@ import Testing
         let answers: [RowAnswer] = [.absent, .older, .sameOrNewer, .inUse]
         #expect(try WireBinary.decode([RowAnswer].self, from: WireBinary.encode(answers)) == answers)
         #expect(throws: OuroError.self) { try WireBinary.decode([RowAnswer].self, from: [1, 0, 0, 0, 9]) }  // one answer, unknown
+    }
+
+    /// A plain listing reads an inode's kind from the start of its encoded record: right for every kind and
+    /// origin length, nil for other records and for bytes cut short before the kind.
+    @Test func inodeKindReadInPlace() throws {
+        for kind in [InodeKind.file, .directory, .symlink, .fifo, .socket, .characterDevice, .blockDevice] {
+            for origin in ["", "n", "10.0.0.7:7002", String(repeating: "h", count: 253) + ":65535"] {
+                var inode = Self.fullInode
+                inode.kind = kind
+                inode.version = Version(clock: 77, origin: origin)
+                let bytes = WireBinary.encode(CatalogRecord(inode))
+                #expect(bytes.withUnsafeBytes { CatalogRecord.inodeKind(inEncoded: $0) } == kind, "\(kind), origin of \(origin.utf8.count) bytes")
+                let cut = Array(bytes.prefix(1 + 8 + 8 + 4 + origin.utf8.count))
+                #expect(cut.withUnsafeBytes { CatalogRecord.inodeKind(inEncoded: $0) } == nil)
+            }
+        }
+        let dirent = WireBinary.encode(CatalogRecord(Dirent(parent: 1, name: "x", version: Version(clock: 3, origin: "n"), inode: 77)))
+        #expect(dirent.withUnsafeBytes { CatalogRecord.inodeKind(inEncoded: $0) } == nil)
+        #expect([UInt8]().withUnsafeBytes { CatalogRecord.inodeKind(inEncoded: $0) } == nil)
     }
 
     @Test func damagedInputIsAnError() throws {

@@ -84,16 +84,20 @@ import Testing
                     "entries of \(id) \(label)")
             #expect(memory.listing(of: id).map { "\($0.name)=\($0.stat)" } == stored.listing(of: id).map { "\($0.name)=\($0.stat)" },
                     "listing of \(id) \(label)")
+            #expect(memory.names(of: id, after: nil, limit: .max) == stored.names(of: id, after: nil, limit: .max), "names of \(id) \(label)")
             // Paged (READDIR with a limit): the pages, each after the last name of the one before, add up to the whole.
             for limit in [1, 2] {
                 var pages: [String] = []
+                var namePages: [FSReply.NameEntry] = []
                 var after: String?
                 repeat {
                     let page = stored.listing(of: id, after: after, limit: limit)
                     pages += page.map { "\($0.name)=\($0.stat)" }
+                    namePages += stored.names(of: id, after: after, limit: limit)
                     after = page.count == limit ? page.last?.name : nil
                 } while after != nil
                 #expect(pages == memory.listing(of: id).map { "\($0.name)=\($0.stat)" }, "listing of \(id) in pages of \(limit) \(label)")
+                #expect(namePages == memory.names(of: id, after: nil, limit: .max), "names of \(id) in pages of \(limit) \(label)")
             }
             for name in history.names {
                 let key = Dirent(parent: id, name: name, version: .zero, inode: nil).key
