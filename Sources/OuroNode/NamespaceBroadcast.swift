@@ -22,7 +22,12 @@ final class NamespaceBroadcast: @unchecked Sendable {
 
     private var mutex = pthread_mutex_t()
     private var changed = pthread_cond_t()
-    private var queue: [(ticket: UInt64, encoded: [[UInt8]])] = []
+    /// One change waiting to be sent: its ticket and its records' encodings.
+    struct Queued {
+        var ticket: UInt64
+        var encoded: [[UInt8]]
+    }
+    private var queue: [Queued] = []
     private var queuedRecords = 0
     private var issued: UInt64 = 0
     /// Every ticket up to this one is delivered or given up on (one sender, in order).
@@ -53,13 +58,14 @@ final class NamespaceBroadcast: @unchecked Sendable {
         defer { pthread_mutex_unlock(&mutex) }
         while queuedRecords >= limitRecords { pthread_cond_wait(&changed, &mutex) }
         issued += 1
-        queue.append((issued, encoded))
+        queue.append(Queued(ticket: issued, encoded: encoded))
         queuedRecords += encoded.count
         if !started {
             started = true
             startThread(name: "namespace-broadcast") { [self] in run() }
         }
-        pthread_cond_broadcast(&changed)
+        // Only the sender waits for changes, and only for a first one: no wake-up for each change.
+        if queue.count == 1 { pthread_cond_broadcast(&changed) }
         return issued
     }
 
@@ -86,7 +92,7 @@ final class NamespaceBroadcast: @unchecked Sendable {
     }
 
     /// Takes the oldest changes that fit in one message (at least one).
-    static func batch(of queue: [(ticket: UInt64, encoded: [[UInt8]])]) -> Int {
+    static func batch(of queue: [Queued]) -> Int {
         var count = 0
         var records = 0
         var bytes = 0
@@ -105,8 +111,15 @@ final class NamespaceBroadcast: @unchecked Sendable {
             pthread_mutex_lock(&mutex)
             while queue.isEmpty { pthread_cond_wait(&changed, &mutex) }
             let count = Self.batch(of: queue)
-            let taken = queue[..<count]
-            queue.removeFirst(count)
+            // Not a slice and `removeFirst`: with those, the removed changes' bytes stayed allocated (Swift 6.3,
+            // release build: ~700 B per change on every node, 1.1 GiB after 1,000,000 names).
+            var taken: [Queued] = []
+            if count == queue.count {
+                swap(&taken, &queue)
+            } else {
+                taken = Array(queue[..<count])
+                queue.removeSubrange(..<count)
+            }
             queuedRecords -= taken.reduce(0) { $0 + $1.encoded.count }
             pthread_cond_broadcast(&changed)  // room for waiting writers
             pthread_mutex_unlock(&mutex)
