@@ -527,7 +527,10 @@ public struct EncodedRecords: Sendable {
     public var isEmpty: Bool { records.isEmpty }
 
     /// The wire form of `[CatalogRecord]`: a count, then each record.
-    public var arrayBytes: [UInt8] {
+    public var arrayBytes: [UInt8] { Self.arrayBytes(of: encoded) }
+
+    /// The wire form of `[CatalogRecord]` from records already encoded (one message of many changes' records).
+    public static func arrayBytes(of encoded: [[UInt8]]) -> [UInt8] {
         var writer = BinaryWriter(capacity: encoded.reduce(4) { $0 + $1.count })
         writer.u32(UInt32(encoded.count))
         for bytes in encoded { writer.raw(bytes) }

@@ -26,6 +26,7 @@ final class NamespaceBroadcast: @unchecked Sendable {
     struct Queued {
         var ticket: UInt64
         var encoded: [[UInt8]]
+        var bytes: Int
     }
     private var queue: [Queued] = []
     private var queuedRecords = 0
@@ -58,7 +59,7 @@ final class NamespaceBroadcast: @unchecked Sendable {
         defer { pthread_mutex_unlock(&mutex) }
         while queuedRecords >= limitRecords { pthread_cond_wait(&changed, &mutex) }
         issued += 1
-        queue.append(Queued(ticket: issued, encoded: encoded))
+        queue.append(Queued(ticket: issued, encoded: encoded, bytes: encoded.reduce(0) { $0 + $1.count }))
         queuedRecords += encoded.count
         if !started {
             started = true
@@ -97,11 +98,10 @@ final class NamespaceBroadcast: @unchecked Sendable {
         var records = 0
         var bytes = 0
         for item in queue {
-            let itemBytes = item.encoded.reduce(0) { $0 + $1.count }
-            if count > 0 && (records + item.encoded.count > batchRecords || bytes + itemBytes > batchBytes) { break }
+            if count > 0 && (records + item.encoded.count > batchRecords || bytes + item.bytes > batchBytes) { break }
             count += 1
             records += item.encoded.count
-            bytes += itemBytes
+            bytes += item.bytes
         }
         return count
     }
@@ -124,10 +124,7 @@ final class NamespaceBroadcast: @unchecked Sendable {
             pthread_cond_broadcast(&changed)  // room for waiting writers
             pthread_mutex_unlock(&mutex)
 
-            var writer = BinaryWriter(capacity: taken.reduce(4) { sum, item in item.encoded.reduce(sum) { $0 + $1.count } })
-            writer.u32(UInt32(taken.reduce(0) { $0 + $1.encoded.count }))
-            for item in taken { for bytes in item.encoded { writer.raw(bytes) } }
-            deliver(writer.bytes)
+            deliver(EncodedRecords.arrayBytes(of: taken.flatMap(\.encoded)))
 
             pthread_mutex_lock(&mutex)
             answered = taken.last!.ticket

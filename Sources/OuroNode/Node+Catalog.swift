@@ -258,35 +258,29 @@ extension Node {
             // A page when asked for one (the mount asks for `Limits.readdirPageEntries` at a time): one more than
             // the limit is read to know whether names follow.
             let limit = request.limit.map { max(1, min(Int($0), Limits.readdirPageEntries)) }
-            if request.namesOnly == true {
-                var names = try catalog.read { catalog in
+            func page<Entry>(_ read: (StoredCatalog, UInt64, Int) -> [Entry]) throws -> [Entry] {
+                let entries = try catalog.read { catalog in
                     let directory = try catalog.existing(request.inode)
                     guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
-                    return catalog.names(of: directory.id, after: request.after, limit: limit.map { $0 + 1 } ?? .max)
+                    return read(catalog, directory.id, limit.map { $0 + 1 } ?? .max)
                 }
-                if let limit {
-                    reply.more = names.count > limit
-                    names = Array(names.prefix(limit))
-                }
-                reply.names = names
-                break
-            }
-            var entries = try catalog.read { catalog in
-                let directory = try catalog.existing(request.inode)
-                guard directory.kind == .directory else { throw OuroError(.notDir, "not a directory") }
-                // Attributes only: an entry's placement and attributes are fetched by GETATTR when it is opened,
-                // and leaving them out keeps a listing of thousands of files small and quick to decode.
-                return catalog.listing(of: directory.id, after: request.after, limit: limit.map { $0 + 1 } ?? .max).map { entry in
-                    var stat = entry.stat.withoutContentDetail(chunks: false)
-                    stat.inode.xattrs = [:]
-                    return FSReply.Entry(name: entry.name, stat: stat)
-                }
-            }
-            if let limit {
+                guard let limit else { return entries }
                 reply.more = entries.count > limit
-                entries = Array(entries.prefix(limit))
+                return Array(entries.prefix(limit))
             }
-            reply.entries = entries
+            if request.namesOnly == true {
+                reply.names = try page { catalog, directory, limit in catalog.names(of: directory, after: request.after, limit: limit) }
+            } else {
+                reply.entries = try page { catalog, directory, limit in
+                    // Attributes only: an entry's placement and attributes are fetched by GETATTR when it is opened,
+                    // and leaving them out keeps a listing of thousands of files small and quick to decode.
+                    catalog.listing(of: directory, after: request.after, limit: limit).map { entry in
+                        var stat = entry.stat.withoutContentDetail(chunks: false)
+                        stat.inode.xattrs = [:]
+                        return FSReply.Entry(name: entry.name, stat: stat)
+                    }
+                }
+            }
         case .mkdir, .mknod, .symlink:
             let kind: InodeKind = operation == .mkdir ? .directory : operation == .symlink ? .symlink : (request.kind ?? .file)
             if kind == .symlink {

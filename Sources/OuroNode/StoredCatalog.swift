@@ -136,17 +136,13 @@ final class StoredCatalog: CatalogView {
         putMeta = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES(?, ?)")
         // A page of a directory: names after ?2 in byte order, at most ?3; the other three queries cover the page's
         // names (up to ?3, inclusive; a blob bound is past every name).
-        inodesIn = try db.prepare("""
-            SELECT d.name, d.target, i.record FROM dirents d LEFT JOIN inodes i ON i.id = d.target
-            WHERE d.parent = ?1 AND d.name > ?2 AND d.target IS NOT NULL
+        let livePage = """
+            FROM dirents d LEFT JOIN inodes i ON i.id = d.target WHERE d.parent = ?1 AND d.name > ?2 AND d.target IS NOT NULL
             AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID))) ORDER BY d.name LIMIT ?3
-            """)
+            """
+        inodesIn = try db.prepare("SELECT d.name, d.target, i.record \(livePage)")
         // The same names with only the start of each inode record, where its kind is (a plain listing).
-        namesIn = try db.prepare("""
-            SELECT d.name, d.target, substr(i.record, 1, \(Self.kindPrefixBytes)) FROM dirents d LEFT JOIN inodes i ON i.id = d.target
-            WHERE d.parent = ?1 AND d.name > ?2 AND d.target IS NOT NULL
-            AND (i.deleted = 0 OR (i.id IS NULL AND d.target = \(Inode.rootID))) ORDER BY d.name LIMIT ?3
-            """)
+        namesIn = try db.prepare("SELECT d.name, d.target, substr(i.record, 1, \(Self.kindPrefixBytes)) \(livePage)")
         let pageTargets = "SELECT target FROM dirents WHERE parent = ?1 AND name > ?2 AND name <= ?3 AND target IS NOT NULL"
         regionsIn = try db.prepare("SELECT r.record FROM regions r WHERE r.inode IN (\(pageTargets))")
         nameCountsIn = try db.prepare("SELECT target, count(*) FROM dirents WHERE target IN (\(pageTargets)) GROUP BY target")
