@@ -124,10 +124,13 @@ final class NamespaceBroadcast: @unchecked Sendable {
             pthread_cond_broadcast(&changed)  // room for waiting writers
             pthread_mutex_unlock(&mutex)
 
-            deliver(EncodedRecords.arrayBytes(of: taken.flatMap(\.encoded)))
+            let message = EncodedRecords.arrayBytes(of: taken.flatMap(\.encoded))
+            let last = taken.last!.ticket
+            taken = []  // nothing of these changes is held once they are answered
+            deliver(message)
 
             pthread_mutex_lock(&mutex)
-            answered = taken.last!.ticket
+            answered = last
             sentChanges += count
             sentMessages += 1
             pthread_cond_broadcast(&changed)
