@@ -45,7 +45,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "OuroTests", dependencies: ["OuroCore", "OuroClient", "OuroNode", "OuroFS", "ouro"]),
+        // examples/swift-client: a small program on the client library (push, catalog, pull); run by a test.
+        .executableTarget(name: "ouro-example-client", dependencies: ["OuroCore", "OuroClient"], path: "examples/swift-client"),
+        .testTarget(name: "OuroTests", dependencies: ["OuroCore", "OuroClient", "OuroNode", "OuroFS", "ouro", "ouro-example-client"]),
     ],
     swiftLanguageModes: [.v5]
 )
