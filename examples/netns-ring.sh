@@ -23,7 +23,11 @@ supervisors=()
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
+    local status=$?
     set +e
+    if (( status != 0 )); then
+        for log in "$WORK"/*.log; do echo "--- last lines of $log"; tail -n 15 "$log"; done
+    fi
     fusermount3 -uz "$mnt" 2>/dev/null
     for pid in "${supervisors[@]}"; do kill "$pid" 2>/dev/null; done
     # The nodes and the driver run inside the namespaces: stop whatever runs there.

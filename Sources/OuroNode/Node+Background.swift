@@ -83,6 +83,10 @@ extension Node {
 
     /// Marks a member dead or alive in a new netmap epoch and tells every live node.
     func setLiveness(_ peer: NodeAddress, alive: Bool) {
+        membershipLock.withLock { setLivenessLocked(peer, alive: alive) }
+    }
+
+    private func setLivenessLocked(_ peer: NodeAddress, alive: Bool) {
         var map = netmap
         guard let index = map.members.firstIndex(where: { $0.address == peer }), map.members[index].alive != alive else { return }
         map.members[index].alive = alive

@@ -21,6 +21,10 @@ extension Node {
     /// walk no longer reaches in their old place, probes every member, and sends the new netmap to all live nodes.
     /// Each node then routes around the dead: its successor becomes the next live member.
     func discover() throws {
+        try membershipLock.withLock { try discoverLocked() }
+    }
+
+    private func discoverLocked() throws {
         let old = netmap
         var order: [NodeAddress] = [address]
         var current = address
@@ -68,6 +72,10 @@ extension Node {
 
     /// `NODE JOIN`: puts `joiner` right after this node in the ring and tells everyone; returns our old successor.
     func admit(_ joiner: NodeAddress) throws -> NodeAddress {
+        try membershipLock.withLock { try admitLocked(joiner) }
+    }
+
+    private func admitLocked(_ joiner: NodeAddress) throws -> NodeAddress {
         let previous = next ?? address
         var map = netmap
         if !map.contains(address) { map.members = [.init(address: address, alive: true)] }

@@ -60,6 +60,9 @@ public final class Node: @unchecked Sendable {
     var localListenerDescriptor: Int32 { localListener }
     var localSocketPath: String? { localListener >= 0 ? configuration.dataDirectory.appending("node.sock").string : nil }
     let ringLock = Lock()
+    /// Held by each change of membership from start to end (read the netmap, decide, publish the next epoch): two
+    /// joins at once would otherwise each build on the same netmap, and the second would drop the first joiner.
+    let membershipLock = Lock()
     private var ring: RingRecord
     private let connectionsLock = Lock()
     private var openConnections = 0

@@ -133,6 +133,24 @@ final class FaultRing: @unchecked Sendable {
         return members.count - 1
     }
 
+    /// Starts `count` more nodes at the same moment, all entering through member `via`; returns their indices.
+    func addNodes(_ count: Int, joining via: Int) throws -> [Int] {
+        let indices = Array(members.count..<(members.count + count))
+        for index in indices {
+            let member = Member(index: index, dataDirectory: "\(directory)/node-\(index)", logPath: "\(directory)/node-\(index).log",
+                                join: address(via))
+            member.address = NodeAddress(host: "127.0.0.1", port: try PortAllocator.freePort())
+            members.append(member)
+        }
+        let errors = Lock()
+        var failure: Error?
+        DispatchQueue.concurrentPerform(iterations: count) { offset in
+            do { try start(indices[offset]) } catch { errors.withLock { failure = failure ?? error } }
+        }
+        if let failure { throw failure }
+        return indices
+    }
+
     private func startFresh(join: NodeAddress?) throws {
         let index = members.count
         let member = Member(index: index, dataDirectory: "\(directory)/node-\(index)", logPath: "\(directory)/node-\(index).log",

@@ -279,6 +279,38 @@ extension FailureTests {
         for node in [0, 1, 3] { expectBytes(try ring.pull(node, name: "during-heal"), during, "during-heal from node \(node)") }
     }
 
+    @Test("6c. four nodes join through the same member at once: every one is in the ring, and the ring is one cycle")
+    func nodesJoinAtOnce() throws {
+        let ring = try FaultRing(nodes: 1, label: "fault-join-many")
+        defer { ring.shutdown() }
+        // Node 0 is stopped while they start, so their NODE JOINs wait in its backlog and are served together.
+        ring.signal(0, SIGSTOP)
+        let joiners: [Int]
+        do {
+            joiners = try ring.addNodes(4, joining: 0)
+        } catch {
+            ring.signal(0, SIGCONT)
+            throw error
+        }
+        usleep(300_000)
+        ring.signal(0, SIGCONT)
+        let everyone = [0] + joiners
+        // Each join puts its node right after node 0, in the order node 0 admits them: some order of the four.
+        var last: [String] = []
+        try waitUntil("every node's netmap to hold all five, alive", timeoutSeconds: 30, describe: { "\(last)" }) {
+            let maps = try everyone.map { try Wire.netmap(ring.address($0)) }
+            last = maps.first ?? []
+            return maps.allSatisfy { $0 == maps[0] } && Set(maps[0]) == Set(ring.expectedNetmap(order: everyone, dead: []))
+        }
+        var walk: [String] = []
+        try waitUntil("the ring to be one cycle through all five", timeoutSeconds: 20, describe: { "\(walk)" }) {
+            walk = try Wire.request(ring.address(0), "TOPOLOGY WALK")
+            let edges = walk.dropLast().map { $0.components(separatedBy: "->") }
+            return walk.last == "OK" && edges.count == 5 && Set(edges.map { $0[0] }).count == 5
+                && zip(edges, edges.dropFirst() + edges.prefix(1)).allSatisfy { $0[1] == $1[0] }
+        }
+    }
+
     @Test("6. a node joins a ring that holds files: old files readable, it is Alive everywhere, new files use it")
     func nodeJoinsRunningRing() throws {
         let ring = try FaultRing(nodes: 3, label: "fault-join")
