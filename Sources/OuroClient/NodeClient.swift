@@ -133,6 +133,29 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// `FILE SHORT`: the files with a chunk on fewer live nodes than it should be, each handed to `row` as it arrives.
+    public func shortOfCopies(_ row: ((name: String, health: ContentHealth)) throws -> Void) throws {
+        let connection = try Connection(to: address)
+        try connection.send("FILE SHORT")
+        let header = try connection.readReply()
+        guard header == "name,copies,wanted" else { throw OuroError(.internal, "bad FILE SHORT header: \(header.prefix(80))") }
+        var pending = ""
+        while let line = try connection.reader.readLine() {
+            if pending.isEmpty && line == "OK" {
+                pool.give(connection)
+                return
+            }
+            pending = pending.isEmpty ? line : pending + "\n" + line
+            guard let fields = CSV.parseRow(pending) else { continue }  // a quoted name spans lines
+            pending = ""
+            guard fields.count == 3, let copies = Int(fields[1]), let wanted = Int(fields[2]) else {
+                throw OuroError(.internal, "bad FILE SHORT row")
+            }
+            try row((fields[0], ContentHealth(liveCopies: copies, wantedCopies: wanted)))
+        }
+        throw OuroError(.unavailable, "FILE SHORT ended early")
+    }
+
     /// Sends `header`, then `sizeBytes` of the regular file `file` from its start (with sendfile: no copy through
     /// this process), then lets `reply` read the answer.
     public func upload<T>(header: String, file: Int32, offset: UInt64 = 0, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,

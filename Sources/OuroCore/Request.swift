@@ -112,6 +112,8 @@ public enum Request: Sendable, Equatable {
     case filePush(sizeBytes: UInt64, name: PathName)
     case filePull(name: PathName)
     case fileList
+    /// The files with a chunk on fewer live nodes than it should be (`ContentHealth`).
+    case fileShort
     case fileStat(name: PathName)
     case fileDelete(name: PathName)
     /// `binary`: the reply is `BinaryCodable` rather than JSON (the mount's own calls; see `WireBinary`).
@@ -194,6 +196,7 @@ public enum Request: Sendable, Equatable {
             self = .filePush(sizeBytes: size, name: name)
         case ("FILE", "PULL"): self = .filePull(name: try PathName(fields.rest()))
         case ("FILE", "LIST"): try fields.end(); self = .fileList
+        case ("FILE", "SHORT"): try fields.end(); self = .fileShort
         case ("FILE", "STAT"): self = .fileStat(name: try PathName(fields.rest()))
         case ("FILE", "DELETE"): self = .fileDelete(name: try PathName(fields.rest()))
         case ("INODE", "WRITE"):

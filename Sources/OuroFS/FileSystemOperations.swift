@@ -132,4 +132,10 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func mounted()
     /// Called when the session is about to be destroyed.
     func unmounting()
+    /// Whether reads and writes of this handle bypass the page cache (files whose size is not known up front).
+    func usesDirectIO(handle: UInt64) -> Bool
+}
+
+extension FileSystemOperations {
+    public func usesDirectIO(handle: UInt64) -> Bool { false }
 }

@@ -507,7 +507,8 @@ final class FuseAdapter {
     private func setFileHandle(_ fi: UnsafeMutablePointer<fuse_file_info>, _ handle: UInt64) {
         fi.pointee.fh = handle
         fi.pointee.keep_cache = 0
-        fi.pointee.direct_io = directIOForWriteOnly && fi.pointee.flags & O_ACCMODE == O_WRONLY ? 1 : 0
+        fi.pointee.direct_io = (directIOForWriteOnly && fi.pointee.flags & O_ACCMODE == O_WRONLY)
+            || fileSystem.usesDirectIO(handle: handle) ? 1 : 0
     }
 
     private static func makeStat(_ attributes: FileAttributes) -> stat {

@@ -17,50 +17,59 @@ extension Node: LocalChunkSource {
         try reader.stream { bytes in try session.socket.write(bytes) }
     }
 
-    /// `FILE LIST`: CSV `name,start,size`, one row per file, depth first in name order (as `allFiles`). Streamed
-    /// a page of a directory at a time: the catalog lock is held for one page (`Limits.readdirPageEntries`), never
-    /// for the whole tree, and memory holds one page per level, not every file.
+    /// `FILE LIST`: CSV `name,start,size`, one row per file, depth first in name order (as `allFiles`), streamed as
+    /// `walkFiles` goes.
     func sendList(_ session: ClientSession) throws {
-        struct Row {
-            var name: String
-            var kind: InodeKind
-            var id: UInt64
-            var start: String
-            var size: UInt64
-        }
         var text = "name,start,size\n"
+        try walkFiles { path, inode in
+            text += "\(CSV.field(path)),\(inode.content?.start.description ?? address.description),\(inode.sizeBytes)\n"
+            if text.utf8.count > 256 * 1024 {
+                try session.socket.write(text)
+                text = ""
+            }
+        }
+        try session.socket.write(text)
+    }
+
+    /// `FILE SHORT`: CSV `name,copies,wanted`, one row per file with a chunk on fewer live nodes than it should be
+    /// (`ContentHealth`, as the netmap sees the ring now), in the order of `FILE LIST`, then `OK`. Streamed as that.
+    func sendShortOfCopies(_ session: ClientSession) throws {
+        let map = netmap
+        var text = "name,copies,wanted\n"
+        try walkFiles { path, inode in
+            let health = ContentHealth(content: inode.content, netmap: map)
+            guard health.isShort else { return }
+            text += "\(CSV.field(path)),\(health.liveCopies),\(health.wantedCopies)\n"
+            if text.utf8.count > 256 * 1024 {
+                try session.socket.write(text)
+                text = ""
+            }
+        }
+        try session.socket.write(text + "OK\n")
+    }
+
+    /// Every file of the catalog with its path, depth first in name order. A page of a directory at a time: the
+    /// catalog lock is held for one page (`Limits.readdirPageEntries`), never for the whole tree, and memory holds
+    /// one page per level, not every file.
+    func walkFiles(_ visit: (_ path: String, _ inode: OuroCore.Inode) throws -> Void) throws {
         var visited = Set<UInt64>()
         func walk(_ directory: UInt64, prefix: String) throws {
             guard visited.insert(directory).inserted else { return }
             var after: String?
             repeat {
-                let rows = catalog.read { catalog in
-                    catalog.entries(of: directory, after: after, limit: Limits.readdirPageEntries).map { name, inode in
-                        Row(name: name, kind: inode.kind, id: inode.id, start: inode.content?.start.description ?? address.description,
-                            size: inode.sizeBytes)
+                let page = catalog.read { $0.entries(of: directory, after: after, limit: Limits.readdirPageEntries) }
+                after = page.count == Limits.readdirPageEntries ? page.last?.0 : nil
+                for (name, inode) in page {
+                    let path = prefix.isEmpty ? name : prefix + "/" + name
+                    switch inode.kind {
+                    case .directory: try walk(inode.id, prefix: path)
+                    case .file: try visit(path, inode)
+                    default: break
                     }
                 }
-                after = rows.count == Limits.readdirPageEntries ? rows.last?.name : nil
-                try send(rows, prefix: prefix)
             } while after != nil
         }
-        func send(_ rows: [Row], prefix: String) throws {
-            for row in rows {
-                let path = prefix.isEmpty ? row.name : prefix + "/" + row.name
-                switch row.kind {
-                case .directory: try walk(row.id, prefix: path)
-                case .file:
-                    text += "\(CSV.field(path)),\(row.start),\(row.size)\n"
-                    if text.utf8.count > 256 * 1024 {
-                        try session.socket.write(text)
-                        text = ""
-                    }
-                default: break
-                }
-            }
-        }
         try walk(Inode.rootID, prefix: "")
-        try session.socket.write(text)
     }
 
     /// `CHUNK GET`: `DATA <n>` then n bytes of the stored chunk, checked against its checksum first.

@@ -167,10 +167,7 @@ extension Node {
             try discover()
             try session.reply("OK")
         case .netmapGet:
-            let map = netmap
-            var text = map.members.map { "\($0.address)=\($0.alive ? "Alive" : "Dead")\n" }.joined()
-            if map.members.isEmpty { text = "(empty)\n" }
-            try session.socket.write(text + "OK\n")
+            try session.socket.write(RingReport.netmap(netmap) + "OK\n")
         case .netmapSet(let map):
             adopt(map)
             try session.reply("OK")
@@ -207,6 +204,8 @@ extension Node {
         case .fileList:
             try sendList(session)
             return .close
+        case .fileShort:
+            try sendShortOfCopies(session)
         case .fileStat(let name):
             guard let stat = catalog.read({ catalog in catalog.resolve(name).map { catalog.stat($0) } }) else {
                 throw OuroError.notFound("\(name) not found")

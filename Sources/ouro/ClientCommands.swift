@@ -9,24 +9,12 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var options: NodeOption
 
     func run() throws {
-        let pool = ConnectionPool()
-        let map: Netmap
-        do { map = try NodeClient(options.node, pool: pool).netmap() } catch { throw fail("\(options.node): \(error)") }
-        let members = map.members.isEmpty ? [Netmap.Member(address: options.node, alive: true)] : map.members
-        let infos = parallelMap(members, width: 16) { try? NodeClient($0.address, pool: pool).info() }
-        print(pad("NODE", 24) + pad("STATE", 7) + pad("NEXT", 24) + pad("CHUNKS", 8) + pad("STORED", 12)
-              + pad("DISK FREE", 12) + pad("SHORT", 7) + "REPAIR")
-        for (member, info) in zip(members, infos) {
-            guard let info else {
-                print(pad(member.address.description, 24) + pad(member.alive ? "noreply" : "dead", 7))
-                continue
-            }
-            print(pad(member.address.description, 24) + pad(member.alive ? "alive" : "dead", 7)
-                  + pad(info.next?.description ?? "<unset>", 24) + pad("\(info.chunkFiles)", 8)
-                  + pad(bytes(info.chunkBytes), 12) + pad(bytes(info.usage.availableBytes), 12)
-                  + pad("\(info.underReplicatedChunks)", 7) + info.repair)
+        do {
+            let (map, infos) = try RingReport.fetch(from: options.node, pool: ConnectionPool())
+            print(RingReport.status(netmap: map, infos: infos), terminator: "")
+        } catch {
+            throw fail("\(options.node): \(error)")
         }
-        if let first = infos.compactMap({ $0 }).first { print("files: \(first.usage.files)   netmap epoch: \(first.netmap.epoch)") }
     }
 }
 
@@ -36,7 +24,7 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         do {
-            try NodeClient(options.node).list { row in print(pad(bytes(row.sizeBytes), 12) + pad(row.start, 24) + row.name) }
+            try NodeClient(options.node).list { row in print(RingReport.pad(RingReport.bytes(row.sizeBytes), 12) + RingReport.pad(row.start, 24) + row.name) }
         } catch {
             throw fail("\(options.node): \(error)")
         }
@@ -197,14 +185,3 @@ final class AtomicBytes: @unchecked Sendable {
     func add(_ count: UInt64) -> UInt64 { lock.withLock { total += count; return total } }
 }
 
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
-}
-
-func bytes(_ count: UInt64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(count)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
-    return unit == 0 ? "\(count) B" : "\(String(format1: value)) \(units[unit])"
-}

@@ -52,7 +52,9 @@ struct MountCommand: ParsableCommand {
         mountOptions.fsName = "ouro@\(options.node)"
         mountOptions.debug = debug
         do {
-            let mount = try FuseMount(fileSystem: fileSystem, mountpoint: mountpoint, options: mountOptions, logger: logger)
+            // The ring's health inside the mount: `.ouro/` and the `user.ouro.*` attributes.
+            let mount = try FuseMount(fileSystem: HealthFiles(wrapping: fileSystem, source: fileSystem), mountpoint: mountpoint,
+                                      options: mountOptions, logger: logger)
             logger.info("serving", metadata: ["mountpoint": "\(mountpoint)", "node": "\(options.node)"])
             _ = try mount.run()
             logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)"])
