@@ -311,6 +311,35 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// What a holder found when it read its copy of a chunk afresh and compared it with the catalog.
+    public enum CopyCheck: Equatable, Sendable {
+        case good
+        /// It did not match: moved aside, and the holder's repair loop fetches a good copy.
+        case corrupt
+        /// Not on its disk: the repair loop restores it.
+        case missing
+        /// The holder's catalog places no copy there (ours was stale).
+        case notPlaced
+        case unreachable(String)
+    }
+
+    /// `CHUNK VERIFY`.
+    public func verifyChunk(_ chunk: ChunkID) -> CopyCheck {
+        do {
+            try simple("CHUNK VERIFY \(chunk.contentID) \(chunk.index) \(chunk.parts)", idempotent: true)
+            return .good
+        } catch let error as OuroError {
+            switch error.code {
+            case .corrupt: return .corrupt
+            case .notFound: return .missing
+            case .badRequest: return .notPlaced
+            default: return .unreachable("\(error)")
+            }
+        } catch {
+            return .unreachable("\(error)")
+        }
+    }
+
     private func simple(_ line: String, idempotent: Bool = false) throws {
         try pool.with(address, retry: idempotent) { connection in
             try connection.send(line)

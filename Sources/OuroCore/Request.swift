@@ -123,6 +123,9 @@ public enum Request: Sendable, Equatable {
     /// `deferSync`: the copy may be fsynced shortly after the answer (another holder on the same disk has fsynced it).
     case chunkPut(ChunkID, lengthBytes: UInt64, crc32c: UInt32, deferSync: Bool = false)
     case chunkCheck(ChunkID)
+    /// Reads the stored copy afresh and compares it with the catalog: a corrupt copy is moved aside and a missing one
+    /// noted, and the repair loop fetches a good copy in its place (`ouro verify`).
+    case chunkVerify(ChunkID)
     /// Stores a content's chunks without naming it in the catalog (a segment of a file the mount is writing).
     case contentPush(sizeBytes: UInt64)
     /// Stores one piece (the bytes of an update in place) as a one-chunk content on `copies` nodes chosen by
@@ -234,6 +237,7 @@ public enum Request: Sendable, Equatable {
             guard length <= maxFileSizeBytes else { throw OuroError(.tooLarge, "chunk of \(length) bytes exceeds the limit") }
             self = .chunkPut(id, lengthBytes: length, crc32c: crc, deferSync: deferSync)
         case ("CHUNK", "CHECK"): self = .chunkCheck(try fields.chunkID(last: true))
+        case ("CHUNK", "VERIFY"): self = .chunkVerify(try fields.chunkID(last: true))
         case ("CHUNK", "KEEP"): self = .chunkKeep(try fields.chunkID(last: true))
         case ("CONTENT", "PUSH"):
             let size = try fields.number(UInt64.self, "size", last: true)

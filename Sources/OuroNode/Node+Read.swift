@@ -142,6 +142,22 @@ extension Node: LocalChunkSource {
         verifier.markVerified(chunk, chunks)
     }
 
+    /// `CHUNK VERIFY`: the copy read from disk now (not trusting an earlier check) and compared with the catalog.
+    /// `ERR NOT_FOUND` (and a repair scan soon) if this node should hold it but does not; `ERR CORRUPT` if it does not
+    /// match (moved aside; the repair loop fetches a good copy); `ERR BAD_REQUEST` for a chunk the catalog does not
+    /// place here.
+    func verifyStoredCopy(_ chunk: ChunkID) throws {
+        guard catalog.read({ $0.content(chunk.contentID)?.chunks[safe: chunk.index]?.holders.contains(address) }) == true else {
+            throw OuroError(.badRequest, "the catalog places no copy of \(chunk) on \(address)")
+        }
+        guard chunks.exists(chunk) else {
+            noteMissing(chunk)
+            throw OuroError.notFound("the copy of \(chunk) on \(address) is missing; it will be restored")
+        }
+        verifier.forget(chunk)
+        try verify(chunk)
+    }
+
     /// A copy the catalog says this node holds is not on disk (lost, or removed by hand): repair soon.
     func noteMissing(_ chunk: ChunkID) {
         let holder = catalog.read { $0.content(chunk.contentID)?.chunks[safe: chunk.index]?.holders.contains(address) } ?? false

@@ -231,6 +231,9 @@ extension Node {
         case .chunkCheck(let chunk):
             let (length, crc) = try chunks.check(chunk)
             try session.reply("OK \(length) \(crc)")
+        case .chunkVerify(let chunk):
+            try verifyStoredCopy(chunk)
+            try session.reply("OK")
         case .catalogSync(let incarnation, let after):
             try session.replyBinary(syncBatch(incarnation: incarnation, after: after))
         case .catalogApply(let length, let deferSync):
