@@ -17,13 +17,15 @@ let package = Package(
         .target(name: "COuroSupport"),
         // The system SQLite (Debian's libsqlite3-dev): the node's catalog store.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // The system OpenSSL (Debian's libssl-dev): SHA-256 of file contents.
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         // The C bridge to libfuse3 (low-level API).
         .target(name: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
         // Pure code shared by everything: wire protocol, chunk layout, catalog model. No I/O.
         .target(name: "OuroCore", dependencies: ["COuroSupport"]),
         // Blocking socket client for nodes, shared by the node (peer traffic), the CLI and the FUSE driver.
         .target(name: "OuroClient", dependencies: [
-            "OuroCore", "COuroSupport",
+            "OuroCore", "COuroSupport", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -66,7 +66,7 @@ public struct BinaryReader {
     /// How many bytes have been read.
     public var position: Int { offset }
 
-    private mutating func take(_ count: Int) throws(OuroError) -> ArraySlice<UInt8> {
+    mutating func take(_ count: Int) throws(OuroError) -> ArraySlice<UInt8> {
         guard count >= 0, count <= bytes.count - offset else { throw .badRequest("malformed binary payload") }
         defer { offset += count }
         return bytes[offset..<(offset + count)]
@@ -208,13 +208,33 @@ extension FileContent: BinaryCodable {
         writer.array(chunks) { $0.value($1) }
         writer.optional(inlineData) { $0.data($1) }
         writer.optional(inlineCRC32C) { $0.u32($1) }
+        // The last field is a tag: 0 nothing more, 1 segments, 2 slices (logs written before slices existed still
+        // read); 3, 4, 5 the same followed by the SHA-256 (32 bytes; logs written before hashes still read).
+        let hash = sha256.flatMap(Self.digestBytes)
+        let more: UInt8 = hash == nil ? 0 : 3
         if let slices {
-            // Tag 2 in the place of the segments' optional: logs written before slices existed still read.
-            writer.u8(2)
+            writer.u8(2 + more)
             writer.value(slices)
+        } else if let segments {
+            writer.u8(1 + more)
+            writer.value(segments)
         } else {
-            writer.optional(segments) { $0.value($1) }
+            writer.u8(more)
         }
+        if let hash { writer.raw(hash) }
+    }
+
+    /// The 32 bytes of a SHA-256 written as 64 hex digits; nil if it is not one.
+    static func digestBytes(_ hex: String) -> [UInt8]? {
+        let digits = Array(hex.utf8)
+        guard digits.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(32)
+        for index in stride(from: 0, to: 64, by: 2) {
+            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
+            bytes.append(byte)
+        }
+        return bytes
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -225,12 +245,16 @@ extension FileContent: BinaryCodable {
                   chunks: try reader.array { reader throws(OuroError) in try reader.value() })
         inlineData = try reader.optional { reader throws(OuroError) in try reader.data() }
         inlineCRC32C = try reader.optional { reader throws(OuroError) in try reader.u32() }
-        switch try reader.u8() {
-        case 0: break
+        let tag = try reader.u8()
+        guard tag <= 5 else { throw .badRequest("malformed binary payload") }
+        switch tag % 3 {
         case 1: segments = try reader.value([FileContent].self)
-        case 2:
-            slices = try reader.value([ContentSlice].self)
-        default: throw .badRequest("malformed binary payload")
+        case 2: slices = try reader.value([ContentSlice].self)
+        default: break
+        }
+        if tag >= 3 {
+            let digest = try reader.take(32)
+            sha256 = digest.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
         }
         // Segments and slices are one level deep; a nesting would only be a way to exhaust the decoder's stack.
         guard segments?.allSatisfy({ $0.segments == nil && $0.slices == nil }) ?? true,

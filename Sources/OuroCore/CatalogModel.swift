@@ -54,6 +54,10 @@ public struct FileContent: Codable, Equatable, Sendable {
     /// A file changed in place: its bytes are zeros overlaid with these slices of plain stored contents, in order
     /// (`ContentSlices.swift`; `chunks` is empty, `sizeBytes` is the file's size).
     public var slices: [ContentSlice]?
+    /// SHA-256 of the whole content (64 lowercase hex digits, as `sha256sum` prints), when the node that stored it
+    /// saw every byte in order: a push through one node (`FILE PUSH`, `INODE WRITE`) or inline bytes. Not for
+    /// segments and slices, which arrive in pieces. It belongs to this content: replacing the content drops it.
+    public var sha256: String?
 
     public init(id: ContentID, sizeBytes: UInt64, start: NodeAddress, copies: Int, chunks: [ChunkPlacement]) {
         self.id = id

@@ -7,7 +7,8 @@ import OuroCore
 ///   each open: `status` (`ouro status`'s table), `netmap` (`NETMAP GET`), `files-short-of-copies` (`FILE SHORT`:
 ///   the files with a chunk on fewer live nodes than it should be);
 /// - read-only extended attributes on every regular file: `user.ouro.copies` (`2/2`: the live copies of its
-///   least-kept chunk / the copies it should have) and `user.ouro.placement` (every chunk and its holders). They
+///   least-kept chunk / the copies it should have), `user.ouro.hash` (the SHA-256 of its bytes, as `sha256sum`
+///   prints it, where the ring recorded one) and `user.ouro.placement` (every chunk and its holders). They
 ///   are not listed by `listxattr`, so `cp -a` and `rsync -X` do not copy them; `getfattr -n` reads them.
 /// Everything else passes through unchanged.
 public final class HealthFiles: FileSystemOperations, @unchecked Sendable {
@@ -19,7 +20,9 @@ public final class HealthFiles: FileSystemOperations, @unchecked Sendable {
     static let directoryName = ".ouro"
     static let files = ["files-short-of-copies", "netmap", "status"]
     static let attributePrefix = "user.ouro."
-    static let attributes = ["user.ouro.copies", "user.ouro.placement"]
+    static let attributes = ["user.ouro.copies", "user.ouro.hash", "user.ouro.placement"]
+    /// SHA-256 of no bytes: an empty file's hash.
+    static let emptyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     /// Rows of `files-short-of-copies` at most (a bounded snapshot; `FILE SHORT` lists them all).
     static let shortRowsLimit = 10_000
     /// Handles of our files: high bit set (the wrapped file system numbers its handles from 1).
@@ -243,6 +246,10 @@ public final class HealthFiles: FileSystemOperations, @unchecked Sendable {
         }
         switch name {
         case "user.ouro.copies": return Array(ContentHealth(content: content, netmap: netmap).text.utf8)
+        case "user.ouro.hash":
+            // Recorded when one node saw every byte in order; a file written in pieces has none (ENODATA).
+            guard let hash = content == nil ? Self.emptyHash : content?.sha256 else { throw FileSystemError(ENODATA) }
+            return Array(hash.utf8)
         default: return Array(ContentHealth.placement(of: content, netmap: netmap).utf8)
         }
     }

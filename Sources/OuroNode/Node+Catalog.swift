@@ -324,7 +324,7 @@ extension Node {
             if let bytes, bytes.count > Limits.inlineContentBytes {
                 throw OuroError(.tooLarge, "CREATE carries at most \(Limits.inlineContentBytes) bytes")
             }
-            let content = bytes.map { FileContent(id: .random(), inline: $0, start: address) }
+            let content = bytes.map { FileContent.inline($0, start: address) }
             // A name without bytes is a namespace change; bytes are content, durable before the answer.
             try mutate(content == nil ? .lazy : .now) { catalog, version, now in
                 try catalog.planCreateFile(parent: request.parent, name: request.name, id: request.inode,

@@ -36,8 +36,10 @@ extension Node {
         guard usage.total == 0 || localBytes < usage.available else {
             throw OuroError(.noSpace, "\(localBytes) bytes do not fit in the \(usage.available) bytes free on \(address)")
         }
-        // Position 0 sees every byte, and relayStream checks each downstream copy against its own checksums.
-        let copies = try relayStream(input, contentID: contentID, plan: plan, position: 0, chain: chain)
+        // Position 0 sees every byte, in order: relayStream checks each downstream copy against its own checksums,
+        // and hashes the whole content.
+        let hasher = SHA256Hasher()
+        let copies = try relayStream(input, contentID: contentID, plan: plan, position: 0, chain: chain, hasher: hasher)
         let placements = try (0..<plan.parts).map { index throws -> ChunkPlacement in
             let positions = plan.holderPositions(ofChunk: index)
             for position in positions where !copies.contains(where: { $0.position == position && $0.chunk == index }) {
@@ -48,7 +50,9 @@ extension Node {
                                   holders: positions.map { chain[$0] })
         }
         logger.info("push stored", metadata: ["content": "\(contentID)", "bytes": "\(sizeBytes)", "parts": "\(plan.parts)"])
-        return FileContent(id: contentID, sizeBytes: sizeBytes, start: address, copies: plan.copies, chunks: placements)
+        var content = FileContent(id: contentID, sizeBytes: sizeBytes, start: address, copies: plan.copies, chunks: placements)
+        content.sha256 = hasher.finish()
+        return content
     }
 
     /// A relay hop: stores this position's chunks, forwards the rest, answers with every copy stored from here on.
@@ -66,7 +70,7 @@ extension Node {
     /// to a local chunk file if this node stores it, and on to the next hop if a later hop needs it. Returns the
     /// copies stored here and downstream, after all of them are durable.
     func relayStream(_ input: FramedReader, contentID: ContentID, plan: RelayPlan, position: Int,
-                     chain: [NodeAddress]) throws -> [StoredCopy] {
+                     chain: [NodeAddress], hasher: SHA256Hasher? = nil) throws -> [StoredCopy] {
         let stored = Set(plan.storedChunks(at: position))
         let forwarded = Set(plan.forwardedChunks(at: position))
         var writers: [Int: ChunkWriter] = [:]
@@ -106,6 +110,7 @@ extension Node {
                     let count = try input.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[..<want]))
                     guard count > 0 else { throw OuroError.unavailable("the sender disconnected before the end of the data") }
                     let bytes = UnsafeRawBufferPointer(rebasing: raw[..<count])
+                    hasher?.update(bytes)
                     try writers[index]?.write(bytes)
                     if forwarded.contains(index) {
                         do {

@@ -186,7 +186,7 @@ extension Node {
             try session.reply("FILE \(size) bytes split into \(content.parts) chunks and distributed\nOK")
         case .inodeWrite(let inode, let size, let binary):
             let content = size <= UInt64(Limits.inlineContentBytes)
-                ? FileContent(id: .random(), inline: try session.reader.readBytes(Int(size)), start: address)
+                ? FileContent.inline(try session.reader.readBytes(Int(size)), start: address)
                 : try receivePush(session.reader, sizeBytes: size)
             let stat: InodeStat?
             do {

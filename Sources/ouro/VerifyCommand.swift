@@ -5,7 +5,8 @@ import OuroCore
 
 /// `ouro verify [PATH…]`: every copy of every chunk of the named files (default: every file) read by its holder and
 /// compared with the catalog; a corrupt or missing copy is repaired from a good one, and the command waits for
-/// that. Exit status 0 only when every copy was checked and is good (or was repaired).
+/// that; then every file with a recorded SHA-256 is read back whole and must hash to it. Exit status 0 only when
+/// every copy was checked and is good (or was repaired) and every hash matches.
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
@@ -124,11 +125,37 @@ struct VerifyCommand: ParsableCommand {
             failures += 1
         }
 
+        // Files with a recorded SHA-256: their bytes read back whole (from any good copies) must hash to it.
+        var hashed = 0
+        for file in files {
+            guard let stat = try? node.stat(file), let content = stat.inode.content, let recorded = content.sha256 else { continue }
+            let hasher = SHA256Hasher()
+            do {
+                if let inline = try content.checkedInlineBytes() {
+                    hasher.update(inline)
+                } else {
+                    try ContentReader(content: content, pool: pool).stream(parallelism: 4) { hasher.update($0) }
+                }
+            } catch {
+                print("\(file): could not be read whole: \(error)")
+                failures += 1
+                continue
+            }
+            let actual = hasher.finish()
+            guard actual == recorded else {
+                print("\(file): its bytes hash to \(actual), not to the SHA-256 recorded when it was written (\(recorded))")
+                failures += 1
+                continue
+            }
+            hashed += 1
+        }
+
         let order = ["good", "corrupt", "missing", "repaired", "not checked", "moved"]
         let summary = order.compactMap { key in counts[key].map { "\($0) \(key)" } }.joined(separator: ", ")
         print("verified \(files.count) file\(files.count == 1 ? "" : "s"): \(copies.count) chunk copies"
               + " (\(RingReport.bytes(totalBytes)))\(summary.isEmpty ? "" : ": " + summary)"
-              + (inlineFiles > 0 ? "; \(inlineFiles) kept inline in the catalog" : ""))
+              + (inlineFiles > 0 ? "; \(inlineFiles) kept inline in the catalog" : "")
+              + (hashed > 0 ? "; \(hashed) read back whole and match their SHA-256" : ""))
         if failures > 0 {
             print("NOT VERIFIED: \(failures) problem\(failures == 1 ? "" : "s") could not be repaired")
             throw ExitCode(1)

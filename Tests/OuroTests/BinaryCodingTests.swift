@@ -20,6 +20,37 @@ import Testing
         return inode
     }
 
+    /// A content's SHA-256 rides in the last field's tag (3, 4, 5): with no segments, with segments, with slices;
+    /// a record written before hashes (tags 0, 1, 2) reads as before, with no hash.
+    @Test func contentHashesRoundTripInEveryForm() throws {
+        let hash = String(repeating: "0123456789abcdef", count: 4)
+        var plain = Self.fullInode.content!
+        plain.sha256 = hash
+        var piece = FileContent(id: ContentID.random(), inline: [1, 2, 3], start: Self.holders[0])
+        piece.sha256 = String(repeating: "f", count: 64)
+        var segmented = FileContent(id: ContentID.random(), segments: [plain, Self.fullInode.content!])
+        segmented.sha256 = hash
+        var layered = FileContent(id: ContentID.random(), sizeBytes: 3, slices: [ContentSlice(fileOffset: 0, lengthBytes: 3, source: piece, sourceOffset: 0)],
+                                  start: Self.holders[1])
+        layered.sha256 = hash
+        for content in [plain, piece, segmented, layered] {
+            let bytes = WireBinary.encode(content)
+            #expect(try WireBinary.decode(FileContent.self, from: bytes) == content)
+            #expect(try JSONDecoder().decode(FileContent.self, from: JSONEncoder().encode(content)) == content)
+            var unhashed = content
+            unhashed.sha256 = nil
+            // The same record without a hash is 32 bytes and a tag shorter, and reads without one.
+            let old = WireBinary.encode(unhashed)
+            #expect(old.count == bytes.count - 32)
+            #expect(try WireBinary.decode(FileContent.self, from: old) == unhashed)
+        }
+        // A tag past 5 is refused; a hash cut short is refused.
+        var damaged = WireBinary.encode(plain)
+        damaged[damaged.count - 33] = 6
+        #expect(throws: OuroError.self) { try WireBinary.decode(FileContent.self, from: damaged) }
+        #expect(throws: OuroError.self) { try WireBinary.decode(FileContent.self, from: Array(WireBinary.encode(plain).dropLast(5))) }
+    }
+
     @Test func catalogRecordsRoundTrip() throws {
         var symlink = Inode(id: 5, version: Version(clock: 9, origin: ""), kind: .symlink, permissions: 0o777, uid: 0, gid: 0, timeNs: 1)
         symlink.symlinkTarget = "../a b/ü"

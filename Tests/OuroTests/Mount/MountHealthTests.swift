@@ -68,6 +68,31 @@ struct MountHealthTests {
         }
     }
 
+    @Test("user.ouro.hash is the file's SHA-256 where the ring saw its bytes in order, and only then")
+    func hashesMatchSha256sum() throws {
+        try MountedRing.with(label: "health-hash") { ring in
+            // Inline (small), pushed whole at close (3 MB), empty: each hash is what sha256sum says.
+            let script = #"""
+                printf 'a small file\n' > "$M/small" && head -c 3000000 /dev/urandom > "$W/big" && cp "$W/big" "$M/big" && : > "$M/empty"
+                for f in small big empty; do
+                    [ "$(getfattr --absolute-names --only-values -n user.ouro.hash "$M/$f")" = "$(sha256sum < "$M/$f" | cut -d' ' -f1)" ] || echo "$f differs"
+                done
+                echo checked
+                """#
+            #expect(try ring.ok(script) == "checked\n")
+            // Changed in place: the ring got the change as a piece, not every byte in order: no hash (ENODATA), not a
+            // stale one.
+            try ring.ok(#"printf XYZ | dd of="$M/big" bs=1 seek=1000 conv=notrunc status=none"#)
+            let stale = try ring.sh(#"getfattr --absolute-names --only-values -n user.ouro.hash "$M/big""#)
+            #expect(stale.status != .exited(0) && stale.output.contains("No such attribute"), "\(stale)")
+            // Written whole again: a hash again, the new one.
+            try ring.ok(#"cp "$W/big" "$M/big""#)
+            let hashes = try ring.ok(#"getfattr --absolute-names --only-values -n user.ouro.hash "$M/big"; echo; sha256sum < "$W/big" | cut -d' ' -f1"#)
+                .split(separator: "\n")
+            #expect(hashes.count == 2 && hashes[0] == hashes[1], "\(hashes)")
+        }
+    }
+
     @Test(".ouro/ cannot be written, removed, renamed over or replaced")
     func healthFilesAreReadOnly() throws {
         try MountedRing.with(label: "health-ro") { ring in

@@ -1,0 +1,44 @@
+import COpenSSL
+import OuroCore
+
+/// SHA-256 of a stream of bytes, through the system's OpenSSL (hardware SHA extensions where the CPU has them).
+public final class SHA256Hasher: @unchecked Sendable {
+    private let context: OpaquePointer
+
+    public init() {
+        context = EVP_MD_CTX_new()
+        EVP_DigestInit_ex(context, EVP_sha256(), nil)
+    }
+
+    deinit { EVP_MD_CTX_free(context) }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        EVP_DigestUpdate(context, base, bytes.count)
+    }
+
+    public func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
+
+    /// The digest as 64 lowercase hex digits (what `sha256sum` prints). The hasher is spent afterwards.
+    public func finish() -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        EVP_DigestFinal_ex(context, &digest, &length)
+        return digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    }
+
+    public static func hex(of bytes: [UInt8]) -> String {
+        let hasher = SHA256Hasher()
+        hasher.update(bytes)
+        return hasher.finish()
+    }
+}
+
+extension FileContent {
+    /// A new content of bytes kept inline in the catalog, with their SHA-256.
+    public static func inline(_ bytes: [UInt8], start: NodeAddress) -> FileContent {
+        var content = FileContent(id: .random(), inline: bytes, start: start)
+        content.sha256 = SHA256Hasher.hex(of: bytes)
+        return content
+    }
+}
