@@ -27,7 +27,7 @@ struct StoredCopy: Equatable {
 extension Node {
     /// The start node's side of a push: splits the incoming bytes into chunks over the live ring, stores its own,
     /// relays the rest hop to hop, and returns the placement once every copy is fsynced and checksummed.
-    func receivePush(_ input: FramedReader, sizeBytes: UInt64) throws -> FileContent {
+    func receivePush(_ input: FramedReader, sizeBytes: UInt64, hashing: Bool = true) throws -> FileContent {
         let chain = liveRing
         let plan = RelayPlan(sizeBytes: sizeBytes, chainLength: chain.count, copies: configuration.copies)
         let contentID = ContentID.random()
@@ -38,7 +38,7 @@ extension Node {
         }
         // Position 0 sees every byte, in order: relayStream checks each downstream copy against its own checksums,
         // and hashes the whole content.
-        let hasher = SHA256Hasher()
+        let hasher = hashing ? SHA256Hasher() : nil
         let copies = try relayStream(input, contentID: contentID, plan: plan, position: 0, chain: chain, hasher: hasher)
         let placements = try (0..<plan.parts).map { index throws -> ChunkPlacement in
             let positions = plan.holderPositions(ofChunk: index)
@@ -51,7 +51,7 @@ extension Node {
         }
         logger.info("push stored", metadata: ["content": "\(contentID)", "bytes": "\(sizeBytes)", "parts": "\(plan.parts)"])
         var content = FileContent(id: contentID, sizeBytes: sizeBytes, start: address, copies: plan.copies, chunks: placements)
-        content.sha256 = hasher.finish()
+        content.sha256 = hasher?.finish()
         return content
     }
 
