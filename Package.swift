@@ -11,6 +11,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // Small C helpers: hardware CRC32C (SSE4.2) with a portable fallback, and sync_file_range.
@@ -33,17 +36,28 @@ let package = Package(
         .target(name: "OuroNode", dependencies: [
             "OuroCore", "OuroClient", "COuroSupport", "CSQLite",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // The FUSE driver: a FUSE-free file-system layer plus a thin libfuse adapter.
         .target(name: "OuroFS", dependencies: [
             "OuroCore", "OuroClient", "CFuse", "COuroSupport",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // The HTTP side of a node or mount: `GET /metrics` in the Prometheus text format (swift-metrics recorded,
+        // swift-prometheus rendered, Hummingbird served).
+        .target(name: "OuroHTTP", dependencies: [
+            "OuroCore", "OuroClient",
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The one executable users run.
         .executableTarget(name: "ouro", dependencies: [
-            "OuroCore", "OuroClient", "OuroNode", "OuroFS", "COuroSupport",
+            "OuroCore", "OuroClient", "OuroNode", "OuroFS", "OuroHTTP", "COuroSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

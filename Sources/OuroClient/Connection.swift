@@ -159,6 +159,12 @@ public func monotonicSeconds() -> Double {
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
 
+public func monotonicNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+}
+
 /// A pthread mutex: small, and usable from any thread without Swift concurrency.
 public final class Lock: @unchecked Sendable {
     private var mutex = pthread_mutex_t()

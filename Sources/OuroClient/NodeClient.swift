@@ -178,6 +178,7 @@ public struct NodeClient: Sendable {
             }
             let want = Int(min(UInt64(4 * Limits.streamBufferBytes), end - UInt64(position)))
             let count = sendfile(connection.socket.fd, file, &position, want)
+            if count > 0 { SocketTraffic.sent.add(UInt64(count), ordering: .relaxed) }
             if count < 0 && errno == EINTR { continue }
             if count < 0 {
                 let reason = String(cString: strerror(errno))

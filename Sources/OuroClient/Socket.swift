@@ -1,5 +1,6 @@
 import COuroSupport
 import Glibc
+import Synchronization
 import OuroCore
 
 /// A blocking TCP socket with send/receive timeouts. Closed when released.
@@ -95,7 +96,10 @@ public final class Socket: ByteSource, @unchecked Sendable {
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         while true {
             let count = recv(fd, buffer.baseAddress, buffer.count, 0)
-            if count >= 0 { return count }
+            if count >= 0 {
+                SocketTraffic.received.add(UInt64(count), ordering: .relaxed)
+                return count
+            }
             switch errno {
             case EINTR: continue
             case EAGAIN, EWOULDBLOCK: throw OuroError.unavailable("timed out reading from \(peer)")
@@ -108,7 +112,11 @@ public final class Socket: ByteSource, @unchecked Sendable {
         var sent = 0
         while sent < bytes.count {
             let count = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
-            if count >= 0 { sent += count; continue }
+            if count >= 0 {
+                sent += count
+                SocketTraffic.sent.add(UInt64(count), ordering: .relaxed)
+                continue
+            }
             switch errno {
             case EINTR: continue
             case EAGAIN, EWOULDBLOCK: throw OuroError.unavailable("timed out writing to \(peer)")
@@ -146,6 +154,7 @@ public final class Socket: ByteSource, @unchecked Sendable {
         }
         // Whatever one call did not take (a full socket buffer, an error) goes the ordinary way, which reports errors.
         let done = max(sent, 0)
+        SocketTraffic.sent.add(UInt64(done), ordering: .relaxed)
         if done < header.count {
             try header.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[done...])) }
             try write(body)
@@ -224,4 +233,10 @@ public final class ListeningSocket: @unchecked Sendable {
 
     /// Stops `accept` from waiting.
     public func shutdown() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+}
+
+/// Bytes this process received and sent on its sockets (TCP and Unix), for `/metrics`.
+public enum SocketTraffic {
+    public static let received = Atomic<UInt64>(0)
+    public static let sent = Atomic<UInt64>(0)
 }

@@ -1,6 +1,7 @@
 import CFuse
 import Glibc
 import Logging
+import OuroClient
 import Synchronization
 
 /// Translates libfuse low-level requests into `FileSystemOperations` calls; the file-system semantics live there.
@@ -21,6 +22,7 @@ final class FuseAdapter {
     private let directIOForWriteOnly = getenv("OURO_WRITE_DIRECT_IO").map { String(cString: $0) != "0" } ?? true
 
     let fileSystem: FileSystemOperations
+    private let operationMetrics = OperationMetrics()
     /// How long the kernel may cache attributes and names (attr_timeout and entry_timeout), in seconds.
     private let timeoutSeconds: Double
     /// Written as the mount's read-ahead window during INIT; 0 keeps the kernel's default.
@@ -261,12 +263,17 @@ final class FuseAdapter {
             defer { buffer.deallocate() }
             let count = try fileSystem.read(handle: handle, offset: UInt64(offset), size: size, into: buffer)
             precondition(count >= 0 && count <= size, "read returned \(count) bytes for a \(size)-byte request")
+            operationMetrics.bytesRead.increment(by: Int64(count))
             fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), count)
         }
     }
 
     private func write(_ req: fuse_req_t, _ data: UnsafeRawBufferPointer, _ offset: off_t, _ handle: UInt64) {
-        answer(req) { fuse_reply_write(req, try fileSystem.write(handle: handle, offset: UInt64(offset), data: data, context: context(req))) }
+        answer(req) {
+            let count = try fileSystem.write(handle: handle, offset: UInt64(offset), data: data, context: context(req))
+            operationMetrics.bytesWritten.increment(by: Int64(count))
+            fuse_reply_write(req, count)
+        }
     }
 
     private func flush(_ req: fuse_req_t, _ handle: UInt64) {
@@ -469,9 +476,15 @@ final class FuseAdapter {
     // MARK: - Replies and conversions
 
     /// Runs `body`, which sends the success reply; if it throws instead, answers with the error's errno.
-    private func answer(_ req: fuse_req_t, _ body: () throws -> Void) {
+    /// Runs an operation and answers the kernel with its error, if any; counts it for `/metrics` under the name of
+    /// the adapter function that called (`lookup`, `read`…).
+    private func answer(_ req: fuse_req_t, operation: String = #function, _ body: () throws -> Void) {
+        let started = monotonicNanoseconds()
+        var failed = true
+        defer { operationMetrics.record(operation, nanoseconds: monotonicNanoseconds() - started, failed: failed) }
         do {
             try body()
+            failed = false
         } catch let error as FileSystemError where error.errno > 0 {
             fuse_reply_err(req, error.errno)
         } catch {

@@ -44,3 +44,19 @@ extension RingFileSystem: RingHealthSource {
         return (found.inode.content, try ring.call(idempotent: true) { try $0.netmap() })
     }
 }
+
+import Metrics
+
+extension RingFileSystem {
+    /// Sets the gauges a scrape of the mount's `/metrics` reads.
+    public func collectMetrics() {
+        let (files, handleCount, spooled, pending) = metricsSnapshot()
+        Metrics.Gauge(label: "ouro_mount_open_files").record(files)
+        Metrics.Gauge(label: "ouro_mount_open_handles").record(handleCount)
+        // Bytes written by applications and held in local spools until their push: the mount's push queue.
+        Metrics.Gauge(label: "ouro_mount_spooled_bytes").record(Int64(spooled))
+        Metrics.Gauge(label: "ouro_mount_files_awaiting_name").record(pending)
+        Metrics.Gauge(label: "ouro_mount_received_bytes").record(Int64(SocketTraffic.received.load(ordering: .relaxed)))
+        Metrics.Gauge(label: "ouro_mount_sent_bytes").record(Int64(SocketTraffic.sent.load(ordering: .relaxed)))
+    }
+}

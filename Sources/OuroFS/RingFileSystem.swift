@@ -649,6 +649,11 @@ public final class RingFileSystem: FileSystemOperations, @unchecked Sendable {
         _ = try fs(.removexattr, xattr: true) { $0.inode = inode; $0.xattrName = name }
     }
 
+    /// Open files, open handles, spooled bytes and files not named yet, for `/metrics`.
+    func metricsSnapshot() -> (Int, Int, UInt64, Int) {
+        lock.withLock { (openFiles.count, handles.count, spooledBytes, pendingCreates.count) }
+    }
+
     // MARK: Lifecycle
 
     public func mounted() {

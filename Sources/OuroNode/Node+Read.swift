@@ -94,6 +94,7 @@ extension Node: LocalChunkSource {
         let end = off_t(offset + length)
         while position < end {
             let count = sendfile(session.socket.fd, fd.rawValue, &position, Int(min(off_t(Limits.streamBufferBytes * 4), end - position)))
+            if count > 0 { SocketTraffic.sent.add(UInt64(count), ordering: .relaxed) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw OuroError.unavailable("sending \(chunk): \(String(cString: strerror(errno)))")

@@ -88,8 +88,13 @@ extension Node {
                 refuseAndClose(session, OuroError(.denied, "this ring has a cluster secret: send NODE AUTH <secret> first"))
                 return
             }
+            let started = monotonicNanoseconds()
+            var failed = true
+            defer { requestMetrics.record(RequestMetrics.command(of: line), nanoseconds: monotonicNanoseconds() - started, failed: failed) }
             do {
-                if try handle(request, session) == .close { return }
+                let after = try handle(request, session)
+                failed = false
+                if after == .close { return }
             } catch let error as OuroError {
                 logger.debug("request failed", metadata: ["request": "\(line.prefix(80))", "error": "\(error)"])
                 if case .filePull = request {

@@ -54,6 +54,8 @@ public final class Node: @unchecked Sendable {
     let pool = ConnectionPool()
     /// Namespace changes on their way to the peers, off the request's path (see `NamespaceBroadcast`).
     let namespaceBroadcast = NamespaceBroadcast()
+    /// Requests by command, for `/metrics`.
+    let requestMetrics = RequestMetrics()
     private let listener: ListeningSocket
     /// `<data>/node.sock`, where clients on this machine get chunk files (see `LocalChunkFiles`); -1 if unavailable.
     private var localListener: Int32 = -1

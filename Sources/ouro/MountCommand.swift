@@ -4,6 +4,7 @@ import Logging
 import OuroClient
 import OuroCore
 import OuroFS
+import OuroHTTP
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount the ring as a directory.")
@@ -16,6 +17,7 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .customLong("no-allow-other"), help: "Only the mounting user may use the mount (default for root: every user, with the kernel checking modes).") var noAllowOther = false
     @Flag(name: .customLong("no-default-permissions"), help: "Do not let the kernel check permissions from mode bits.") var noDefaultPermissions = false
     @Flag(help: "Print every FUSE request.") var debug = false
+    @Option(help: "Serve GET /metrics (Prometheus text) on this address (host:port).") var http: NodeAddress?
 
     func run() throws {
         let mountpoint = absolutePath(self.mountpoint)
@@ -46,6 +48,10 @@ struct MountCommand: ParsableCommand {
         var fileSystemOptions = RingFileSystemOptions(cacheDirectory: cache, spoolLimitBytes: available / 10 * 8)
         fileSystemOptions.attributeSeconds = attrTimeout
         let fileSystem = try RingFileSystem(ring: ring, options: fileSystemOptions, logger: logger)
+        if let http {
+            MetricsServer.start(on: http, logger: logger) { fileSystem.collectMetrics() }
+            logger.info("metrics served", metadata: ["address": "http://\(http)/metrics"])
+        }
         var mountOptions = FuseMountOptions(attributeTimeoutSeconds: attrTimeout)
         if noAllowOther { mountOptions.allowOther = false }
         mountOptions.defaultPermissions = !noDefaultPermissions

@@ -62,12 +62,13 @@ final class MountedRing: @unchecked Sendable {
 
     /// Mounts the ring through node `index` at a new mount point and waits until it shows in the mount table.
     @discardableResult
-    func mount(onNode index: Int, attrTimeoutSeconds: Double = 1) throws -> DriverMount {
+    func mount(onNode index: Int, attrTimeoutSeconds: Double = 1, extraArguments: [String] = []) throws -> DriverMount {
         let number = mountCounter
         mountCounter += 1
         let mount = try DriverMount(node: ring.address(index), nodeIndex: index,
                                     mountpoint: "\(directory)/mnt-\(number)", cacheDirectory: "\(directory)/cache-\(number)",
-                                    logPath: "\(directory)/driver-\(number).log", attrTimeoutSeconds: attrTimeoutSeconds)
+                                    logPath: "\(directory)/driver-\(number).log", attrTimeoutSeconds: attrTimeoutSeconds,
+                                    extraArguments: extraArguments)
         mounts.append(mount)
         return mount
     }
@@ -280,7 +281,7 @@ final class DriverMount: @unchecked Sendable {
 
     /// Starts the driver and waits (by the mount table, never `stat`) until the mount is there.
     init(node: NodeAddress, nodeIndex: Int, mountpoint: String, cacheDirectory: String, logPath: String,
-         attrTimeoutSeconds: Double, timeoutSeconds: Double = 20) throws {
+         attrTimeoutSeconds: Double, extraArguments: [String] = [], timeoutSeconds: Double = 20) throws {
         self.node = node
         self.nodeIndex = nodeIndex
         self.mountpoint = mountpoint
@@ -293,7 +294,7 @@ final class DriverMount: @unchecked Sendable {
         }
         process = try ChildProcess(executable: TestEnvironment.ouroExecutable,
                                    arguments: ["mount", "--node", node.description, mountpoint, "--foreground",
-                                               "--cache-dir", cacheDirectory, "--attr-timeout", "\(attrTimeoutSeconds)"],
+                                               "--cache-dir", cacheDirectory, "--attr-timeout", "\(attrTimeoutSeconds)"] + extraArguments,
                                    outputPath: logPath)
         // A pid file whose owner's command line names the scratch directory: a later run's sweep can kill it.
         try? "\(process.pid)\n".write(toFile: "\(logPath).pid", atomically: false, encoding: .utf8)

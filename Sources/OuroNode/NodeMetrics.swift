@@ -1,0 +1,69 @@
+import Glibc
+import Metrics
+import OuroClient
+import OuroCore
+
+/// What a node counts for `/metrics` (through swift-metrics; the HTTP side renders it): requests by command, their
+/// errors and latency, and, at each scrape, gauges read from the node itself (`NodeMetrics.collect`).
+final class RequestMetrics: @unchecked Sendable {
+    fileprivate let lock = Lock()
+    private var byCommand: [String: (requests: Metrics.Counter, errors: Metrics.Counter, seconds: Metrics.Timer)] = [:]
+    fileprivate var reported: (received: UInt64, sent: UInt64) = (0, 0)
+
+    /// The command of a request line that parsed: its first two words (`FILE PUSH`, `FS LOOKUP`), a closed set.
+    static func command(of line: String) -> String {
+        var words = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false).prefix(2).map(String.init)
+        if words.count == 2, words[1].hasSuffix("\r") { words[1].removeLast() }
+        return words.joined(separator: " ")
+    }
+
+    func record(_ command: String, nanoseconds: Int64, failed: Bool) {
+        let metrics = lock.withLock {
+            if let known = byCommand[command] { return known }
+            let dimensions = [("command", command)]
+            let made = (Metrics.Counter(label: "ouro_node_requests_total", dimensions: dimensions),
+                        Metrics.Counter(label: "ouro_node_request_errors_total", dimensions: dimensions),
+                        Metrics.Timer(label: "ouro_node_request_duration_seconds", dimensions: dimensions))
+            byCommand[command] = made
+            return made
+        }
+        metrics.requests.increment()
+        if failed { metrics.errors.increment() }
+        metrics.seconds.recordNanoseconds(nanoseconds)
+    }
+}
+
+extension Node {
+    /// Sets the gauges a scrape reads: what this node stores, its disk, its catalog, its view of the ring.
+    public func collectMetrics() {
+        let info = info()
+        let map = netmap
+        func gauge(_ label: String, _ value: some BinaryInteger) { Metrics.Gauge(label: label).record(Int64(value)) }
+        gauge("ouro_node_chunks", info.chunkFiles)
+        gauge("ouro_node_chunk_bytes", info.chunkBytes)
+        gauge("ouro_node_short_copies", info.underReplicatedChunks)
+        gauge("ouro_node_repair_active", info.repair == "idle" ? 0 : 1)
+        gauge("ouro_node_disk_total_bytes", info.usage.totalBytes)
+        gauge("ouro_node_disk_free_bytes", info.usage.availableBytes)
+        gauge("ouro_node_catalog_files", info.usage.files)
+        gauge("ouro_node_catalog_records", info.catalogRecords)
+        gauge("ouro_node_catalog_disk_bytes", catalog.diskBytes)
+        gauge("ouro_node_members", map.members.count)
+        gauge("ouro_node_members_alive", map.liveAddresses.count)
+        gauge("ouro_node_netmap_epoch", map.epoch)
+        requestMetrics.reportTraffic()
+    }
+}
+
+extension RequestMetrics {
+    /// The sockets' byte counts as counters: what came since the last scrape is added.
+    func reportTraffic() {
+        let (received, sent) = (SocketTraffic.received.load(ordering: .relaxed), SocketTraffic.sent.load(ordering: .relaxed))
+        let (newReceived, newSent) = lock.withLock {
+            defer { reported = (received, sent) }
+            return (received - min(received, reported.received), sent - min(sent, reported.sent))
+        }
+        Metrics.Counter(label: "ouro_node_received_bytes_total").increment(by: Int64(newReceived))
+        Metrics.Counter(label: "ouro_node_sent_bytes_total").increment(by: Int64(newSent))
+    }
+}
