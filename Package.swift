@@ -30,6 +30,7 @@ let package = Package(
         .target(name: "OuroClient", dependencies: [
             "OuroCore", "COuroSupport", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // The node daemon: chunk store, catalog, ring membership, server.

@@ -4,11 +4,11 @@ import OuroClient
 import OuroCore
 
 /// What a node counts for `/metrics` (through swift-metrics; the HTTP side renders it): requests by command, their
-/// errors and latency, and, at each scrape, gauges read from the node itself (`NodeMetrics.collect`).
+/// errors and latency, and, at each scrape, gauges read from the node itself (`Node.collectMetrics`).
 final class RequestMetrics: @unchecked Sendable {
-    fileprivate let lock = Lock()
-    private var byCommand: [String: (requests: Metrics.Counter, errors: Metrics.Counter, seconds: Metrics.Timer)] = [:]
-    fileprivate var reported: (received: UInt64, sent: UInt64) = (0, 0)
+    private let requests = TimedCounts(prefix: "ouro_node_request", label: "command")
+    private let lock = Lock()
+    private var reported: (received: UInt64, sent: UInt64) = (0, 0)
 
     /// The command of a request line that parsed: its first two words (`FILE PUSH`, `FS LOOKUP`), a closed set.
     static func command(of line: String) -> String {
@@ -18,18 +18,18 @@ final class RequestMetrics: @unchecked Sendable {
     }
 
     func record(_ command: String, nanoseconds: Int64, failed: Bool) {
-        let metrics = lock.withLock {
-            if let known = byCommand[command] { return known }
-            let dimensions = [("command", command)]
-            let made = (Metrics.Counter(label: "ouro_node_requests_total", dimensions: dimensions),
-                        Metrics.Counter(label: "ouro_node_request_errors_total", dimensions: dimensions),
-                        Metrics.Timer(label: "ouro_node_request_duration_seconds", dimensions: dimensions))
-            byCommand[command] = made
-            return made
+        requests.record(command, nanoseconds: nanoseconds, failed: failed)
+    }
+
+    /// The sockets' byte counts as counters: what came since the last scrape is added.
+    func reportTraffic() {
+        let (received, sent) = (SocketTraffic.received.load(ordering: .relaxed), SocketTraffic.sent.load(ordering: .relaxed))
+        let (newReceived, newSent) = lock.withLock {
+            defer { reported = (received, sent) }
+            return (received - min(received, reported.received), sent - min(sent, reported.sent))
         }
-        metrics.requests.increment()
-        if failed { metrics.errors.increment() }
-        metrics.seconds.recordNanoseconds(nanoseconds)
+        Metrics.Counter(label: "ouro_node_received_bytes_total").increment(by: Int64(newReceived))
+        Metrics.Counter(label: "ouro_node_sent_bytes_total").increment(by: Int64(newSent))
     }
 }
 
@@ -52,18 +52,5 @@ extension Node {
         gauge("ouro_node_members_alive", map.liveAddresses.count)
         gauge("ouro_node_netmap_epoch", map.epoch)
         requestMetrics.reportTraffic()
-    }
-}
-
-extension RequestMetrics {
-    /// The sockets' byte counts as counters: what came since the last scrape is added.
-    func reportTraffic() {
-        let (received, sent) = (SocketTraffic.received.load(ordering: .relaxed), SocketTraffic.sent.load(ordering: .relaxed))
-        let (newReceived, newSent) = lock.withLock {
-            defer { reported = (received, sent) }
-            return (received - min(received, reported.received), sent - min(sent, reported.sent))
-        }
-        Metrics.Counter(label: "ouro_node_received_bytes_total").increment(by: Int64(newReceived))
-        Metrics.Counter(label: "ouro_node_sent_bytes_total").increment(by: Int64(newSent))
     }
 }
