@@ -82,10 +82,13 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Also mount the ring at this directory.") var mount: String?
     @Option(name: .customLong("secret-file"), help: "File holding the cluster secret every node and client must present.")
     var secretFile: String?
+    @Option(help: "Serve GET /metrics from here on: node i on this port + i, the mount on the port after the nodes' (host:port).")
+    var http: NodeAddress?
 
     func run() throws {
         Signals.block()
         guard nodes >= 1, nodes <= 100 else { throw fail("--nodes must be between 1 and 100") }
+        if let http, Int(http.port) + nodes > 65535 { throw fail("--http: no room for \(nodes + 1) ports from \(http.port)") }
         var secretArguments: [String] = []
         if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
             do { ClientSecret.use(try ClientSecret.load(file: secretFile)) } catch { throw fail("\(error)") }
@@ -100,7 +103,8 @@ struct UpCommand: ParsableCommand {
             mkdir(directory, 0o755)
             children.append(Child(name: "node \(address)", arguments: [
                 "node", "--listen", address.description, "--data", directory, "--copies", "\(copies)",
-                "--gossip-interval", "\(gossipInterval)", "--grace-period", "\(gracePeriod)"] + secretArguments,
+                "--gossip-interval", "\(gossipInterval)", "--grace-period", "\(gracePeriod)"] + secretArguments
+                + (metricsAddress(index).map { ["--http", $0.description] } ?? []),
                 logPath: "\(directory)/node.log"))
         }
         let stopAll = { (children: [Child]) in
@@ -132,12 +136,16 @@ struct UpCommand: ParsableCommand {
             throw fail("wiring the ring failed: \(error)")
         }
         print("OuroborosFS ring of \(nodes) node\(nodes == 1 ? "" : "s") is up (data in \(root)):")
-        for (child, address) in zip(children, addresses) { print("  node \(address)  pid \(child.pid)  log \(child.logPath)") }
+        for (index, (child, address)) in zip(children, addresses).enumerated() {
+            print("  node \(address)  pid \(child.pid)  log \(child.logPath)"
+                  + (metricsAddress(index).map { "  metrics http://\($0)/metrics" } ?? ""))
+        }
         if let mount {
             let mountpoint = absolutePath(mount)
             mkdir(mountpoint, 0o755)
             let driver = Child(name: "mount \(mountpoint)",
-                               arguments: ["mount", "--node", addresses[0].description, mountpoint, "--foreground"] + secretArguments,
+                               arguments: ["mount", "--node", addresses[0].description, mountpoint, "--foreground"] + secretArguments
+                                   + (metricsAddress(nodes).map { ["--http", $0.description] } ?? []),
                                logPath: "\(root)/mount.log")
             try driver.spawn()
             children.append(driver)
@@ -145,13 +153,19 @@ struct UpCommand: ParsableCommand {
                 stopAll(children)
                 throw fail("the mount did not come up; see \(root)/mount.log")
             }
-            print("  mounted at \(mountpoint)  pid \(driver.pid)  log \(driver.logPath)")
+            print("  mounted at \(mountpoint)  pid \(driver.pid)  log \(driver.logPath)"
+                  + (metricsAddress(nodes).map { "  metrics http://\($0)/metrics" } ?? ""))
         }
         print("Press Ctrl-C to stop.")
         fflush(stdout)
         supervise(children)
         stopAll(children)
         print("stopped")
+    }
+
+    /// The metrics address of child `index` (the nodes, then the mount), if `--http` was given.
+    private func metricsAddress(_ index: Int) -> NodeAddress? {
+        http.map { NodeAddress(host: $0.host, port: $0.port + UInt16(index)) }
     }
 
     /// Restarts children that die, until SIGINT/SIGTERM/SIGHUP.

@@ -15,6 +15,7 @@ import Testing
         let data = directory + "/data"
         let base = try PortAllocator.freePorts(count: 3)
         let addresses = (0..<3).map { "127.0.0.1:\(base + UInt16($0))" }
+        let metricsBase = try PortAllocator.freePorts(count: 4)
         var up: ChildProcess?
         defer {
             up?.stop(graceSeconds: 15)
@@ -27,7 +28,8 @@ import Testing
         func startUp() throws -> ChildProcess {
             let before = startsLogged()
             let child = try ChildProcess(executable: binary, arguments: [
-                "up", "--nodes", "3", "--base-port", "\(base)", "--data", data, "--gossip-interval", "200"], outputPath: upLog)
+                "up", "--nodes", "3", "--base-port", "\(base)", "--data", data, "--gossip-interval", "200",
+                "--http", "127.0.0.1:\(metricsBase)"], outputPath: upLog)
             try Self.waitFor("the ring to come up", seconds: 60, child) { startsLogged() > before }
             return child
         }
@@ -45,6 +47,10 @@ import Testing
         let pids = Self.nodeProcesses(data: data)
         try #require(pids.count == 3, "expected 3 node processes, found \(pids); \(up!.outputTail())")
         _ = try run("./ouro push --node \(addresses[0]) input.bin docs/in.bin")
+        // Each node serves its metrics on the port `--http` gave it, and `ouro up` printed where.
+        #expect(up!.outputTail().contains("metrics http://127.0.0.1:\(metricsBase + 2)/metrics"), "\(up!.outputTail())")
+        let scraped = try MetricsTests.fetch("http://127.0.0.1:\(metricsBase + 2)/metrics", in: directory).body
+        #expect(MetricsTests.samples(scraped)["ouro_node_members_alive"] == 3, "\(scraped)")
 
         // A rebuild replaces the binary with a new file of the same name; then node 1 dies.
         try Self.copy(binary, to: binary + ".new", in: directory)
