@@ -227,26 +227,6 @@ struct NodeProcess {
 
     /// Starts the same command line again, in a session of its own (it outlives the drill), logging where it did.
     func respawn() throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = Signals.set
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        let setSessionID: Int32 = 0x80  // POSIX_SPAWN_SETSID (glibc), which Swift does not import
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setSessionID))
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var started: pid_t = 0
-        let result = posix_spawn(&started, executable, &actions, &attributes, argv, environ)
-        guard result == 0 else { throw OuroError(.internal, "cannot start \(executable): \(String(cString: strerror(result)))") }
+        _ = try spawnProcess(executable, arguments, logPath: logPath ?? "/dev/null", newSession: true)
     }
 }

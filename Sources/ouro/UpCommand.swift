@@ -31,31 +31,42 @@ final class Child {
     /// Starts `ouro <arguments>` (this same executable) with its output appended to `logPath`.
     func spawn() throws {
         pid = 0
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // The child starts with no blocked signals and default handlers, whatever this process has.
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = Signals.set
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         // The very binary this process runs, even if a rebuild has replaced or removed its file since: a restarted
         // node runs the same version as the rest of the ring. Its path is only the name the child is listed under.
-        let argv = ([selfExecutablePath()] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var started: pid_t = 0
-        let result = posix_spawn(&started, "/proc/self/exe", &actions, &attributes, argv, environ)
-        guard result == 0 else { throw fail("cannot start \(name): \(String(cString: strerror(result)))") }
-        pid = started
+        do {
+            pid = try spawnProcess("/proc/self/exe", [selfExecutablePath()] + arguments, logPath: logPath)
+        } catch {
+            throw fail("cannot start \(name): \(error)")
+        }
         startedAt = monotonicSeconds()
     }
+}
+
+/// Starts `executable` with `argv` (argv[0] first), output appended to `logPath`, no signals blocked and default
+/// handlers whatever this process has; in a session of its own if `newSession` (it then outlives this process's).
+func spawnProcess(_ executable: String, _ argv: [String], logPath: String, newSession: Bool = false) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    var defaults = Signals.set
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    let setSessionID: Int32 = 0x80  // POSIX_SPAWN_SETSID (glibc), which Swift does not import
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (newSession ? setSessionID : 0)))
+    let pointers = argv.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    var started: pid_t = 0
+    let result = posix_spawn(&started, executable, &actions, &attributes, pointers, environ)
+    guard result == 0 else { throw OuroError(.internal, "cannot start \(executable): \(String(cString: strerror(result)))") }
+    return started
 }
 
 /// The path this process was started from (without the " (deleted)" the kernel adds once the file is replaced).
