@@ -37,6 +37,8 @@ import Testing
                                     arguments: ["node", "--listen", "127.0.0.1:\(port)", "--data", directory + "/data", "--copies", "1",
                                                 "--http", "127.0.0.1:\(http)"], outputPath: directory + "/node.log")
         defer { node.stop() }
+        // A pid file in the scratch directory: a later run's sweep stops the node if this run dies before the defer.
+        try? "\(node.pid)\n".write(toFile: directory + "/node.pid", atomically: false, encoding: .utf8)
         let address = NodeAddress(host: "127.0.0.1", port: port)
         try waitUntil("the node to answer", timeoutSeconds: 20) { Wire.ping(address) }
         try waitUntil("its HTTP port to answer", timeoutSeconds: 20) { (try? Self.fetch("http://127.0.0.1:\(http)/", in: directory)) != nil }
