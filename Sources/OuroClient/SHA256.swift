@@ -24,7 +24,7 @@ public final class SHA256Hasher: @unchecked Sendable {
         var digest = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         EVP_DigestFinal_ex(context, &digest, &length)
-        return digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        return Hex.encode(digest)
     }
 
     public static func hex(of bytes: [UInt8]) -> String {

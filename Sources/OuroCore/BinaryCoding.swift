@@ -210,7 +210,7 @@ extension FileContent: BinaryCodable {
         writer.optional(inlineCRC32C) { $0.u32($1) }
         // The last field is a tag: 0 nothing more, 1 segments, 2 slices (logs written before slices existed still
         // read); 3, 4, 5 the same followed by the SHA-256 (32 bytes; logs written before hashes still read).
-        let hash = sha256.flatMap(Self.digestBytes)
+        let hash = sha256.flatMap(Hex.decode).flatMap { $0.count == 32 ? $0 : nil }
         let more: UInt8 = hash == nil ? 0 : 3
         if let slices {
             writer.u8(2 + more)
@@ -222,19 +222,6 @@ extension FileContent: BinaryCodable {
             writer.u8(more)
         }
         if let hash { writer.raw(hash) }
-    }
-
-    /// The 32 bytes of a SHA-256 written as 64 hex digits; nil if it is not one.
-    static func digestBytes(_ hex: String) -> [UInt8]? {
-        let digits = Array(hex.utf8)
-        guard digits.count == 64 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(32)
-        for index in stride(from: 0, to: 64, by: 2) {
-            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
-            bytes.append(byte)
-        }
-        return bytes
     }
 
     public init(from reader: inout BinaryReader) throws(OuroError) {
@@ -254,7 +241,7 @@ extension FileContent: BinaryCodable {
         }
         if tag >= 3 {
             let digest = try reader.take(32)
-            sha256 = digest.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            sha256 = Hex.encode(digest)
         }
         // Segments and slices are one level deep; a nesting would only be a way to exhaust the decoder's stack.
         guard segments?.allSatisfy({ $0.segments == nil && $0.slices == nil }) ?? true,

@@ -1,3 +1,4 @@
+import Metrics
 import OuroClient
 import OuroCore
 
@@ -45,8 +46,6 @@ extension RingFileSystem: RingHealthSource {
     }
 }
 
-import Metrics
-
 extension RingFileSystem {
     /// Sets the gauges a scrape of the mount's `/metrics` reads.
     public func collectMetrics() {
@@ -56,7 +55,6 @@ extension RingFileSystem {
         // Bytes written by applications and held in local spools until their push: the mount's push queue.
         Metrics.Gauge(label: "ouro_mount_spooled_bytes").record(Int64(spooled))
         Metrics.Gauge(label: "ouro_mount_files_awaiting_name").record(pending)
-        Metrics.Gauge(label: "ouro_mount_received_bytes").record(Int64(SocketTraffic.received.load(ordering: .relaxed)))
-        Metrics.Gauge(label: "ouro_mount_sent_bytes").record(Int64(SocketTraffic.sent.load(ordering: .relaxed)))
+        SocketTraffic.addToCounters(prefix: "ouro_mount")
     }
 }

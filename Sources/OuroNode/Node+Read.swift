@@ -20,32 +20,38 @@ extension Node: LocalChunkSource {
     /// `FILE LIST`: CSV `name,start,size`, one row per file, depth first in name order (as `allFiles`), streamed as
     /// `walkFiles` goes.
     func sendList(_ session: ClientSession) throws {
-        var text = "name,start,size\n"
-        try walkFiles { path, inode in
-            text += "\(CSV.field(path)),\(inode.content?.start.description ?? address.description),\(inode.sizeBytes)\n"
-            if text.utf8.count > 256 * 1024 {
-                try session.socket.write(text)
-                text = ""
+        try streamRows(session, header: "name,start,size") { row in
+            try walkFiles { path, inode in
+                try row("\(CSV.field(path)),\(inode.content?.start.description ?? address.description),\(inode.sizeBytes)")
             }
         }
-        try session.socket.write(text)
     }
 
     /// `FILE SHORT`: CSV `name,copies,wanted`, one row per file with a chunk on fewer live nodes than it should be
     /// (`ContentHealth`, as the netmap sees the ring now), in the order of `FILE LIST`, then `OK`. Streamed as that.
     func sendShortOfCopies(_ session: ClientSession) throws {
         let map = netmap
-        var text = "name,copies,wanted\n"
-        try walkFiles { path, inode in
-            let health = ContentHealth(content: inode.content, netmap: map)
-            guard health.isShort else { return }
-            text += "\(CSV.field(path)),\(health.liveCopies),\(health.wantedCopies)\n"
+        try streamRows(session, header: "name,copies,wanted", trailer: "OK") { row in
+            try walkFiles { path, inode in
+                let health = ContentHealth(content: inode.content, netmap: map)
+                if health.isShort { try row("\(CSV.field(path)),\(health.liveCopies),\(health.wantedCopies)") }
+            }
+        }
+    }
+
+    /// Lines of text sent as they are made, in writes of about 256 KiB: the header, every row `rows` hands over,
+    /// then the trailer if any.
+    private func streamRows(_ session: ClientSession, header: String, trailer: String? = nil,
+                            _ rows: (_ row: (String) throws -> Void) throws -> Void) throws {
+        var text = header + "\n"
+        try rows { line in
+            text += line + "\n"
             if text.utf8.count > 256 * 1024 {
                 try session.socket.write(text)
                 text = ""
             }
         }
-        try session.socket.write(text + "OK\n")
+        try session.socket.write(text + (trailer.map { $0 + "\n" } ?? ""))
     }
 
     /// Every file of the catalog with its path, depth first in name order. A page of a directory at a time: the

@@ -5,10 +5,8 @@ import OuroCore
 
 /// What a node counts for `/metrics` (through swift-metrics; the HTTP side renders it): requests by command, their
 /// errors and latency, and, at each scrape, gauges read from the node itself (`Node.collectMetrics`).
-final class RequestMetrics: @unchecked Sendable {
+final class RequestMetrics: Sendable {
     private let requests = TimedCounts(prefix: "ouro_node_request", label: "command")
-    private let lock = Lock()
-    private var reported: (received: UInt64, sent: UInt64) = (0, 0)
 
     /// The command of a request line that parsed: its first two words (`FILE PUSH`, `FS LOOKUP`), a closed set.
     static func command(of line: String) -> String {
@@ -19,17 +17,6 @@ final class RequestMetrics: @unchecked Sendable {
 
     func record(_ command: String, nanoseconds: Int64, failed: Bool) {
         requests.record(command, nanoseconds: nanoseconds, failed: failed)
-    }
-
-    /// The sockets' byte counts as counters: what came since the last scrape is added.
-    func reportTraffic() {
-        let (received, sent) = (SocketTraffic.received.load(ordering: .relaxed), SocketTraffic.sent.load(ordering: .relaxed))
-        let (newReceived, newSent) = lock.withLock {
-            defer { reported = (received, sent) }
-            return (received - min(received, reported.received), sent - min(sent, reported.sent))
-        }
-        Metrics.Counter(label: "ouro_node_received_bytes_total").increment(by: Int64(newReceived))
-        Metrics.Counter(label: "ouro_node_sent_bytes_total").increment(by: Int64(newSent))
     }
 }
 
@@ -51,6 +38,6 @@ extension Node {
         gauge("ouro_node_members", map.members.count)
         gauge("ouro_node_members_alive", map.liveAddresses.count)
         gauge("ouro_node_netmap_epoch", map.epoch)
-        requestMetrics.reportTraffic()
+        SocketTraffic.addToCounters(prefix: "ouro_node")
     }
 }

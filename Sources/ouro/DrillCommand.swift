@@ -149,7 +149,7 @@ struct DrillCommand: ParsableCommand {
                 close(fd)
                 throw fail("writing \(path): \(String(cString: strerror(errno)))")
             }
-            hasher.update(Array(buffer[..<count]))
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
             left -= count
         }
         guard close(fd) == 0 else { throw fail("closing \(path): \(String(cString: strerror(errno)))") }
@@ -166,7 +166,7 @@ struct DrillCommand: ParsableCommand {
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             guard count >= 0 else { throw OuroError(.internal, "reading \(path)") }
             if count == 0 { return hasher.finish() }
-            hasher.update(Array(buffer[..<count]))
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
         }
     }
 

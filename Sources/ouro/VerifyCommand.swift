@@ -49,6 +49,8 @@ struct VerifyCommand: ParsableCommand {
         // The copies of every chunk, from the catalog; inline bytes are checked here against their checksum.
         var copies: [Copy] = []
         var inlineFiles = 0
+        /// The files whose content has a recorded SHA-256, checked once their copies are.
+        var hashedContents: [(file: String, content: FileContent)] = []
         for file in files {
             let stat: InodeStat
             do { stat = try node.stat(file) } catch {
@@ -57,6 +59,7 @@ struct VerifyCommand: ParsableCommand {
                 continue
             }
             guard let content = stat.inode.content else { continue }
+            if content.sha256 != nil { hashedContents.append((file, content)) }
             for piece in content.pieces {
                 if piece.isInline {
                     inlineFiles += 1
@@ -127,8 +130,8 @@ struct VerifyCommand: ParsableCommand {
 
         // Files with a recorded SHA-256: their bytes read back whole (from any good copies) must hash to it.
         var hashed = 0
-        for file in files {
-            guard let stat = try? node.stat(file), let content = stat.inode.content, let recorded = content.sha256 else { continue }
+        for (file, content) in hashedContents {
+            guard let recorded = content.sha256 else { continue }
             let hasher = SHA256Hasher()
             do {
                 if let inline = try content.checkedInlineBytes() {

@@ -20,6 +20,16 @@ import Testing
         return inode
     }
 
+    @Test func hexRoundTripsAndRefusesWhatIsNotHex() {
+        let bytes: [UInt8] = [0x00, 0x0f, 0xa0, 0xff, 0x5c]
+        #expect(Hex.encode(bytes) == "000fa0ff5c")
+        #expect(Hex.decode("000fa0ff5c") == bytes)
+        #expect(Hex.decode("000FA0FF5C") == bytes)
+        #expect(Hex.decode("") == [])
+        #expect(Hex.decode("abc") == nil)
+        #expect(Hex.decode("0g") == nil)
+    }
+
     /// A content's SHA-256 rides in the last field's tag (3, 4, 5): with no segments, with segments, with slices;
     /// a record written before hashes (tags 0, 1, 2) reads as before, with no hash.
     @Test func contentHashesRoundTripInEveryForm() throws {
