@@ -341,6 +341,29 @@ public struct NodeClient: Sendable {
         }
     }
 
+    /// `CHUNK VERIFIED`: when the holder last read its copy back and found it good (nil: not since it started).
+    public func lastVerified(_ chunk: ChunkID) throws -> Double? {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("CHUNK VERIFIED \(chunk.contentID) \(chunk.index) \(chunk.parts)")
+            let fields = try connection.readReply().split(separator: " ")
+            guard fields.count == 2, fields[0] == "OK", let seconds = Double(fields[1]) else {
+                throw OuroError(.internal, "bad CHUNK VERIFIED reply")
+            }
+            return seconds > 0 ? seconds : nil
+        }
+    }
+
+    /// `NODE PLAN LEAVE|JOIN <node>`: what that change would move, as this node's catalog has it now.
+    public func plan(_ change: MovePlan.Change, _ node: NodeAddress) throws -> MovePlan {
+        try pool.with(address, retry: true) { connection in
+            try connection.send("NODE PLAN \(change.rawValue.uppercased()) \(node)")
+            return try connection.readJSON(MovePlan.self)
+        }
+    }
+
+    /// `NODE SCRUB`: starts a pass over every stored copy now.
+    public func scrub() throws { try simple("NODE SCRUB") }
+
     private func simple(_ line: String, idempotent: Bool = false) throws {
         try pool.with(address, retry: idempotent) { connection in
             try connection.send(line)

@@ -42,3 +42,26 @@ extension FileContent {
         return content
     }
 }
+
+/// HMAC-SHA256 (RFC 2104) through the system's OpenSSL.
+public enum HMACSHA256 {
+    public static func hex(key: [UInt8], message: [UInt8]) -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        _ = key.withUnsafeBytes { keyBytes in
+            message.withUnsafeBytes { messageBytes in
+                HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(key.count),
+                     messageBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), messageBytes.count, &digest, &length)
+            }
+        }
+        return Hex.encode(digest)
+    }
+
+    /// Compares in time that does not depend on where the two differ (a guess learns nothing from the delay).
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+}

@@ -137,6 +137,18 @@ public struct RingUsage: Codable, Sendable, Equatable {
 }
 
 /// What `NODE INFO` reports about one node.
+/// A scrub pass over a node's stored copies: every copy read back and compared with its catalog checksum.
+public struct ScrubReport: Codable, Sendable, Equatable {
+    public var running = false
+    public var checked = 0
+    public var total = 0
+    public var corrupt = 0
+    /// Seconds since 1970 when the current or last pass started, and when the last pass finished (nil: none yet).
+    public var startedAt: Double?
+    public var finishedAt: Double?
+    public init() {}
+}
+
 public struct NodeInfo: Codable, Sendable, Equatable {
     public var address: NodeAddress
     public var next: NodeAddress?
@@ -173,6 +185,11 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     public var catalogSweptRecords: Int?
     public var underReplicatedChunks: Int
     public var repair: String
+    /// The scrubber's pass: running or last finished.
+    public var scrub: ScrubReport?
+    /// Bytes this node's sockets received and sent since it started (all connections: clients and peers).
+    public var bytesReceived: UInt64?
+    public var bytesSent: UInt64?
     public var netmap: Netmap
     public init(address: NodeAddress, next: NodeAddress?, usage: RingUsage, chunkFiles: Int, chunkBytes: UInt64,
                 catalogRecords: Int, underReplicatedChunks: Int, repair: String, netmap: Netmap) {

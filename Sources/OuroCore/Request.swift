@@ -99,12 +99,16 @@ public enum Request: Sendable, Equatable {
     case nodeStatus
     case nodeNext(NodeAddress)
     case nodeHeal
+    /// Starts a scrub pass now (every local copy read back against its checksum) unless one is running.
+    case nodeScrub
     case nodeJoin(NodeAddress)
     case nodeInfo
     case nodeUsage
     /// The path of the node's Unix socket for clients on the same machine (`LocalChunkFiles`).
     case nodeLocal
     case nodeLeave
+    /// What a node's leaving (or joining) would move, as JSON (`MovePlan`).
+    case nodePlan(MovePlan.Change, NodeAddress)
     case netmapDiscover
     case netmapGet
     case netmapSet(Netmap)
@@ -126,6 +130,8 @@ public enum Request: Sendable, Equatable {
     /// Reads the stored copy afresh and compares it with the catalog: a corrupt copy is moved aside and a missing one
     /// noted, and the repair loop fetches a good copy in its place (`ouro verify`).
     case chunkVerify(ChunkID)
+    /// When the node last read its copy back from disk and found it good (seconds since 1970; 0: not since it started).
+    case chunkVerified(ChunkID)
     /// Stores a content's chunks without naming it in the catalog (a segment of a file the mount is writing).
     case contentPush(sizeBytes: UInt64)
     /// Stores one piece (the bytes of an update in place) as a one-chunk content on `copies` nodes chosen by
@@ -179,11 +185,18 @@ public enum Request: Sendable, Equatable {
         case ("NODE", "STATUS"): try fields.end(); self = .nodeStatus
         case ("NODE", "NEXT"): self = .nodeNext(try fields.address(last: true))
         case ("NODE", "HEAL"): try fields.end(); self = .nodeHeal
+        case ("NODE", "SCRUB"): try fields.end(); self = .nodeScrub
         case ("NODE", "JOIN"): self = .nodeJoin(try fields.address(last: true))
         case ("NODE", "INFO"): try fields.end(); self = .nodeInfo
         case ("NODE", "USAGE"): try fields.end(); self = .nodeUsage
         case ("NODE", "LOCAL"): try fields.end(); self = .nodeLocal
         case ("NODE", "LEAVE"): try fields.end(); self = .nodeLeave
+        case ("NODE", "PLAN"):
+            let word = fields.next() ?? ""
+            guard word == "LEAVE" || word == "JOIN", let change = MovePlan.Change(rawValue: word.lowercased()) else {
+                throw .badRequest("want NODE PLAN LEAVE <host:port> or NODE PLAN JOIN <host:port>")
+            }
+            self = .nodePlan(change, try fields.address(last: true))
         case ("NETMAP", "DISCOVER"): try fields.end(); self = .netmapDiscover
         case ("NETMAP", "GET"): try fields.end(); self = .netmapGet
         case ("NETMAP", "SET"):
@@ -238,6 +251,7 @@ public enum Request: Sendable, Equatable {
             self = .chunkPut(id, lengthBytes: length, crc32c: crc, deferSync: deferSync)
         case ("CHUNK", "CHECK"): self = .chunkCheck(try fields.chunkID(last: true))
         case ("CHUNK", "VERIFY"): self = .chunkVerify(try fields.chunkID(last: true))
+        case ("CHUNK", "VERIFIED"): self = .chunkVerified(try fields.chunkID(last: true))
         case ("CHUNK", "KEEP"): self = .chunkKeep(try fields.chunkID(last: true))
         case ("CONTENT", "PUSH"):
             let size = try fields.number(UInt64.self, "size", last: true)

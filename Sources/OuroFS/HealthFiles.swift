@@ -8,7 +8,8 @@ import OuroCore
 ///   the files with a chunk on fewer live nodes than it should be);
 /// - read-only extended attributes on every regular file: `user.ouro.copies` (`2/2`: the live copies of its
 ///   least-kept chunk / the copies it should have), `user.ouro.hash` (the SHA-256 of its bytes, as `sha256sum`
-///   prints it, where the ring recorded one) and `user.ouro.placement` (every chunk and its holders). They
+///   prints it, where the ring recorded one), `user.ouro.placement` (every chunk and its holders) and
+///   `user.ouro.verified` (when the holders last read its copies back from disk and found them good). They
 ///   are not listed by `listxattr`, so `cp -a` and `rsync -X` do not copy them; `getfattr -n` reads them.
 /// Everything else passes through unchanged.
 public final class HealthFiles: FileSystemOperations, @unchecked Sendable {
@@ -20,7 +21,7 @@ public final class HealthFiles: FileSystemOperations, @unchecked Sendable {
     static let directoryName = ".ouro"
     static let files = ["files-short-of-copies", "netmap", "status"]
     static let attributePrefix = "user.ouro."
-    static let attributes = ["user.ouro.copies", "user.ouro.hash", "user.ouro.placement"]
+    static let attributes = ["user.ouro.copies", "user.ouro.hash", "user.ouro.placement", "user.ouro.verified"]
     /// SHA-256 of no bytes: an empty file's hash.
     static let emptyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     /// Rows of `files-short-of-copies` at most (a bounded snapshot; `FILE SHORT` lists them all).
@@ -250,6 +251,7 @@ public final class HealthFiles: FileSystemOperations, @unchecked Sendable {
             // Recorded when one node saw every byte in order; a file written in pieces has none (ENODATA).
             guard let hash = content == nil ? Self.emptyHash : content?.sha256 else { throw FileSystemError(ENODATA) }
             return Array(hash.utf8)
+        case "user.ouro.verified": return Array(source.verification(of: content).text.utf8)
         default: return Array(ContentHealth.placement(of: content, netmap: netmap).utf8)
         }
     }

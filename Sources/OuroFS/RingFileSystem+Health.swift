@@ -13,6 +13,8 @@ public protocol RingHealthSource: AnyObject, Sendable {
     /// A regular file's content as the catalog has it now, with the netmap to judge its holders by; nil for other
     /// kinds of inode.
     func contentHealth(of inode: UInt64) throws -> (content: FileContent?, netmap: Netmap)?
+    /// When the holders last read each copy of `content` back from disk and found it good.
+    func verification(of content: FileContent?) -> CopyVerification
 }
 
 extension RingFileSystem: RingHealthSource {
@@ -43,6 +45,10 @@ extension RingFileSystem: RingHealthSource {
         let found = try stat(inode)
         guard found.inode.kind == .file else { return nil }
         return (found.inode.content, try ring.call(idempotent: true) { try $0.netmap() })
+    }
+
+    public func verification(of content: FileContent?) -> CopyVerification {
+        CopyVerification.of(content, pool: ring.pool)
     }
 }
 

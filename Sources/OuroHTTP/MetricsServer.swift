@@ -32,9 +32,11 @@ public enum MetricsServer {
         return buffer
     }
 
-    /// Serves `/metrics` (and `/` with a pointer to it) on `address` until the process ends; returns at once. A port
-    /// that cannot be bound is logged and ends the process: the user asked for it.
-    public static func start(on address: NodeAddress, logger: Logger, collect: @escaping @Sendable () -> Void) {
+    /// Serves `/metrics` on `address` until the process ends, with the web dashboard at `/` when one is given (a
+    /// node's port) or a pointer to `/metrics` (a mount's); returns at once. A port that cannot be bound is logged
+    /// and ends the process: the user asked for it.
+    public static func start(on address: NodeAddress, logger: Logger, dashboard: Dashboard? = nil,
+                             collect: @escaping @Sendable () -> Void) {
         bootstrap()
         let router = Router()
         router.get("metrics") { _, _ -> Response in
@@ -42,7 +44,11 @@ public enum MetricsServer {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         }
-        router.get("/") { _, _ -> String in "OuroborosFS: metrics at /metrics\n" }
+        if let dashboard {
+            dashboard.addRoutes(to: router)
+        } else {
+            router.get("/") { _, _ -> String in "OuroborosFS: metrics at /metrics\n" }
+        }
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .notice)
         let app = Application(router: router,

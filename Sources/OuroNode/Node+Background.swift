@@ -121,6 +121,7 @@ extension Node {
             && now.tv_sec - entry.modifiedSeconds > configuration.garbageGraceSeconds {
             guard chunks.deleteIfUnchanged(entry.chunk, modifiedSeconds: entry.modifiedSeconds) else { continue }
             verifier.forget(entry.chunk)
+            verifier.dropReadBack(entry.chunk)
             removed += 1
         }
         // Quarantined corrupt copies are kept a while for an operator to look at, then dropped.

@@ -147,6 +147,7 @@ extension Node: LocalChunkSource {
             throw OuroError(.corrupt, "the copy of \(chunk) on \(address) is corrupt")
         }
         verifier.markVerified(chunk, chunks)
+        verifier.noteReadBack(chunk)
     }
 
     /// `CHUNK VERIFY`: the copy read from disk now (not trusting an earlier check) and compared with the catalog.
@@ -174,6 +175,7 @@ extension Node: LocalChunkSource {
     /// Moves a corrupt copy aside so it is never served again; the repair loop fetches a good copy in its place.
     func quarantine(_ chunk: ChunkID) {
         verifier.forget(chunk)
+        verifier.dropReadBack(chunk)
         let path = chunks.path(of: chunk)
         _ = rename(path.string, path.string + ".corrupt")
         repair.requestScan()

@@ -47,6 +47,44 @@ final class RepairState: @unchecked Sendable {
     func set(_ text: String) { lock.withLock { activity = text } }
 }
 
+/// The scrubber's progress, for `NODE INFO` (`ouro status`, the dashboard).
+final class ScrubState: @unchecked Sendable {
+    private let lock = Lock()
+    private var report = ScrubReport()
+    private var requested = false
+
+    func request() { lock.withLock { requested = true } }
+
+    /// Whether a pass was asked for since the last call.
+    func takeRequest() -> Bool {
+        lock.withLock {
+            defer { requested = false }
+            return requested
+        }
+    }
+
+    func begin(total: Int) {
+        lock.withLock {
+            report.running = true
+            report.checked = 0
+            report.total = total
+            report.corrupt = 0
+            report.startedAt = wallClockSeconds()
+        }
+    }
+
+    func checked(corrupt: Int) { lock.withLock { report.checked += 1; report.corrupt = corrupt } }
+
+    func end() {
+        lock.withLock {
+            report.running = false
+            report.finishedAt = wallClockSeconds()
+        }
+    }
+
+    var current: ScrubReport { lock.withLock { report } }
+}
+
 extension Node {
     /// Chunks of live files with fewer live holders than their content asks for.
     func underReplicatedChunks() -> Int {
@@ -173,40 +211,63 @@ extension Node {
             file: fd.rawValue, sizeBytes: placement.lengthBytes) { connection in try connection.expectOK() }
     }
 
-    /// Re-reads every local copy against its checksum, slowly, so rot that no reader met is found and repaired.
+    /// Re-reads every local copy against its checksum, slowly, so rot that no reader met is found and repaired. A
+    /// pass asked for (`NODE SCRUB`: the dashboard's verify button) starts at once and runs at full speed.
     func scrubLoop() {
-        while pause(seconds: Double(configuration.scrubIntervalSeconds)) {
+        var lastPass = monotonicSeconds()
+        while pause(seconds: 0.2) {
+            let requested = scrub.takeRequest()
+            guard requested || monotonicSeconds() - lastPass >= Double(configuration.scrubIntervalSeconds) else { continue }
+            lastPass = monotonicSeconds()
             guard hasCaughtUp, let stored = try? chunks.list() else { continue }
+            scrub.begin(total: stored.count)
             var bad = 0
             for entry in stored {
                 guard !isStopping else { return }
                 verifier.forget(entry.chunk)
                 do { try verify(entry.chunk) } catch { bad += 1 }
-                usleep(5_000)
+                scrub.checked(corrupt: bad)
+                if !requested { usleep(5_000) }
             }
+            scrub.end()
             logger.info("scrub pass", metadata: ["chunks": "\(stored.count)", "corrupt": "\(bad)"])
             if bad > 0 { repairOnce() }
         }
     }
 
-    /// `NODE LEAVE`: hands every chunk this node holds to another live node, then leaves the netmap.
-    func leaveRing() throws {
+    /// What `NODE LEAVE` would move now (`MovePlan`, also `NODE PLAN LEAVE`).
+    func leavePlan(for leaving: NodeAddress) -> MovePlan {
+        MovePlan.leave(leaving, contents: catalog.read { $0.liveContents() }, netmap: netmap)
+    }
+
+    /// `NODE LEAVE`: gives up every copy this node holds as `leavePlan` says (a new copy on another live node first
+    /// where the chunk would be short, then the placement without this node), then leaves the netmap. `progress`
+    /// runs after each chunk with (chunks done, chunks, bytes copied, bytes to copy); when it throws (the client
+    /// went away) the leave stops there, keeping every move made. Asked again, it plans from the catalog as it is:
+    /// the chunks already handed over are no longer this node's, so it resumes where it stopped.
+    func leaveRing(progress: (Int, Int, UInt64, UInt64) throws -> Void) throws {
         let map = netmap
         let others = map.liveAddresses.filter { $0 != address }
         guard !others.isEmpty else { throw OuroError(.denied, "the last live node of the ring cannot leave: its files would be lost") }
-        let contents = catalog.read { $0.liveContents() }
-        for content in contents {
-            for (index, placement) in content.chunks.enumerated() where placement.holders.contains(address) {
-                let chunk = content.chunkID(index)
+        let plan = leavePlan(for: address)
+        guard plan.stranded == 0 else {
+            throw OuroError(.denied, "\(plan.stranded) chunks have no other live copy and no node could take one: leaving would lose them")
+        }
+        var bytesCopied: UInt64 = 0
+        for (number, move) in plan.moves.enumerated() {
+            // The placement as it is now: a file removed or repaired since the plan changes what is left to do.
+            if let placement = catalog.read({ $0.content(move.contentID) })?.chunks[safe: move.index], placement.holders.contains(address) {
                 var holders = placement.holders.filter { $0 != address }
-                if let target = others.first(where: { !holders.contains($0) }) {
-                    try sendCopy(chunk, placement, to: target)
+                if let target = move.to, !holders.contains(target) {
+                    try sendCopy(move.chunk, placement, to: target)
                     holders.append(target)
+                    bytesCopied += move.lengthBytes
                 }
                 try commitAndBroadcast { catalog, version, _ in
-                    catalog.planPlacement(content: content.id, chunk: index, holders: holders, version: version)
+                    catalog.planPlacement(content: move.contentID, chunk: move.index, holders: holders, version: version)
                 }
             }
+            try progress(number + 1, plan.moves.count, bytesCopied, plan.bytesCopied)
         }
         var without = map
         without.members.removeAll { $0.address == address }

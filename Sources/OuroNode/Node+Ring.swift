@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import OuroClient
 import OuroCore
+import Synchronization
 
 extension Node {
     /// Whether a node answers `NODE PING` within a short time.
@@ -148,6 +149,9 @@ extension Node {
         info.catalogCollectedRecords = catalog.collectedRecords
         (info.catalogStoreBytes, info.catalogStoreFreeBytes) = catalog.storeBytes
         info.catalogSweptRecords = sweptRecords.value
+        info.scrub = scrub.current
+        info.bytesReceived = SocketTraffic.received.load(ordering: .relaxed)
+        info.bytesSent = SocketTraffic.sent.load(ordering: .relaxed)
         return info
     }
 }

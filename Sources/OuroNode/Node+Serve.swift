@@ -149,6 +149,9 @@ extension Node {
             try setNext(successor)
             logger.info("successor set", metadata: ["next": "\(successor)"])
             try session.reply("OK next=\(successor)")
+        case .nodeScrub:
+            scrub.request()
+            try session.reply("OK scrub requested")
         case .nodeHeal:
             try healRing()
             try session.reply("OK network healed")
@@ -156,11 +159,16 @@ extension Node {
             let previous = try admit(joiner)
             try session.reply("OK next=\(previous)")
         case .nodeLeave:
-            try leaveRing()
+            // A line per chunk handed over; a client that goes away stops the leave (asked again, it resumes).
+            try leaveRing { done, total, bytes, totalBytes in
+                try session.socket.write("MOVED \(done)/\(total) \(bytes)/\(totalBytes)\n")
+            }
             try session.reply("OK left the ring")
             // The process ends as if told to stop: `ouro node` waits for this signal.
             kill(getpid(), SIGTERM)
             return .close
+        case .nodePlan(let change, let node):
+            try session.replyJSON(change == .leave ? leavePlan(for: node) : MovePlan.join(node))
         case .nodeInfo:
             try session.replyJSON(info())
         case .nodeUsage:
@@ -240,6 +248,8 @@ extension Node {
         case .chunkVerify(let chunk):
             try verifyStoredCopy(chunk)
             try session.reply("OK")
+        case .chunkVerified(let chunk):
+            try session.reply("OK \(Int(verifier.lastReadBack(chunk) ?? 0))")
         case .catalogSync(let incarnation, let after):
             try session.replyBinary(syncBatch(incarnation: incarnation, after: after))
         case .catalogApply(let length, let deferSync):

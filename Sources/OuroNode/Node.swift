@@ -76,6 +76,7 @@ public final class Node: @unchecked Sendable {
     /// At most one "wrong cluster secret" line a minute: someone guessing must not flood the log.
     let wrongSecretLog = LogThrottle(intervalSeconds: 60)
     let repair = RepairState()
+    let scrub = ScrubState()
     private let caughtUp = CaughtUpFlag()
 
     var hasCaughtUp: Bool { caughtUp.isSet }
@@ -221,6 +222,10 @@ public final class Node: @unchecked Sendable {
 final class ChunkVerifier: @unchecked Sendable {
     private let lock = Lock()
     private var verified: [ChunkID: FileIdentity] = [:]
+    /// When each copy was last read back from disk and found good (wall-clock seconds): what `CHUNK VERIFIED`,
+    /// the mount's `user.ouro.verified` and the dashboard show. Kept in memory: a restarted node knows none until
+    /// its copies are read again (by a reader's first use, `ouro verify` or the scrubber).
+    private var readBack: [ChunkID: Double] = [:]
 
     struct FileIdentity: Equatable {
         var sizeBytes: Int
@@ -245,6 +250,11 @@ final class ChunkVerifier: @unchecked Sendable {
     }
 
     func forget(_ chunk: ChunkID) { lock.withLock { _ = verified.removeValue(forKey: chunk) } }
+
+    func noteReadBack(_ chunk: ChunkID) { lock.withLock { readBack[chunk] = wallClockSeconds() } }
+    func lastReadBack(_ chunk: ChunkID) -> Double? { lock.withLock { readBack[chunk] } }
+    /// The copy is gone (moved aside as corrupt, or removed): it was not verified.
+    func dropReadBack(_ chunk: ChunkID) { lock.withLock { _ = readBack.removeValue(forKey: chunk) } }
 }
 
 /// Set once the node has pulled the catalog from its neighbours after starting (garbage collection waits for it).

@@ -44,16 +44,32 @@ struct LeaveCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "leave", abstract: "Take a node out of the ring for good: it hands its chunks to the others first, then stops.")
     @OptionGroup var options: NodeOption
 
+    /// Shows the plan (`ouro plan leave`), then follows the node's `MOVED done/total bytes/totalBytes` lines with a
+    /// progress bar. Interrupted (Ctrl-C, a lost connection), the node stops after the chunk it is on; every
+    /// chunk handed over stays handed over, and running this again resumes.
     func run() throws {
+        let pool = ConnectionPool()
         do {
-            let reply: String = try ConnectionPool().with(options.node) { connection in
+            let plan = try NodeClient(options.node, pool: pool).plan(.leave, options.node)
+            print(PlanCommand.report(plan, rate: nil).split(separator: "\n").dropLast().joined(separator: "\n"))
+            let progress = Progress(label: "leave", totalBytes: plan.bytesCopied)
+            var moved = (done: 0, total: plan.moves.count)
+            let reply: String = try pool.with(options.node) { connection in
                 connection.socket.setTimeouts(seconds: 3600)
                 try connection.send("NODE LEAVE")
-                return try connection.readReply()
+                while true {
+                    let line = try connection.readReply()
+                    guard line.hasPrefix("MOVED ") else { return line }
+                    let fields = line.dropFirst(6).split(separator: " ").map { $0.split(separator: "/").compactMap { UInt64($0) } }
+                    guard fields.count == 2, fields[0].count == 2, fields[1].count == 2 else { continue }
+                    moved = (Int(fields[0][0]), Int(fields[0][1]))
+                    progress.update(fields[1][0])
+                }
             }
-            print(reply)
+            progress.finish()
+            print("\(reply) (\(moved.done) of \(moved.total) chunk copies given up)")
         } catch {
-            throw fail("\(options.node): \(error)")
+            throw fail("\(options.node): \(error) (run `ouro leave` again to resume: every chunk handed over so far stays so)")
         }
     }
 }

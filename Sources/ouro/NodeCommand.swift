@@ -21,7 +21,7 @@ struct NodeCommand: ParsableCommand {
     @Option(name: .customLong("scrub-interval"), help: "Seconds between scrub passes over every local chunk copy.") var scrubInterval = 600
     @Option(name: .customLong("secret-file"), help: "File holding the cluster secret: TCP clients must send it first (NODE AUTH), and this node sends it to its peers.")
     var secretFile: String?
-    @Option(help: "Serve GET /metrics (Prometheus text) on this address (host:port).") var http: NodeAddress?
+    @Option(help: "Serve the web dashboard (/) and GET /metrics (Prometheus text) on this address (host:port).") var http: NodeAddress?
 
     func run() throws {
         Signals.block()
@@ -49,8 +49,10 @@ struct NodeCommand: ParsableCommand {
             throw fail("cannot start the node: \(error)")
         }
         if let http {
-            MetricsServer.start(on: http, logger: logger) { node.collectMetrics() }
-            logger.info("metrics served", metadata: ["address": "http://\(http)/metrics"])
+            MetricsServer.start(on: http, logger: logger, dashboard: Dashboard(node: listen, secret: configuration.secret)) {
+                node.collectMetrics()
+            }
+            logger.info("dashboard served", metadata: ["address": "http://\(http)/", "metrics": "http://\(http)/metrics"])
         }
         node.start()
         let signal = Signals.wait()

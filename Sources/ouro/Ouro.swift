@@ -11,7 +11,7 @@ struct Ouro: ParsableCommand {
         commandName: "ouro",
         abstract: "OuroborosFS: a distributed, self-healing, ring-based file store.",
         subcommands: [NodeCommand.self, UpCommand.self, MountCommand.self, UmountCommand.self, StatusCommand.self,
-                      ListCommand.self, PushCommand.self, PullCommand.self, VerifyCommand.self, DrillCommand.self, HealCommand.self, LeaveCommand.self])
+                      ListCommand.self, PushCommand.self, PullCommand.self, VerifyCommand.self, DrillCommand.self, HealCommand.self, PlanCommand.self, LeaveCommand.self])
 
     static func main() {
         // A node that goes away mid-transfer gives an error message, not a silent death by SIGPIPE.

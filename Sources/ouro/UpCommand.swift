@@ -93,13 +93,19 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Also mount the ring at this directory.") var mount: String?
     @Option(name: .customLong("secret-file"), help: "File holding the cluster secret every node and client must present.")
     var secretFile: String?
-    @Option(help: "Serve GET /metrics from here on: node i on this port + i, the mount on the port after the nodes' (host:port).")
+    @Option(help: "Serve the web dashboard and GET /metrics from here on: node i on this port + i, the mount's metrics on the port after the nodes' (host:port; default: the first free ports from 127.0.0.1:8000).")
     var http: NodeAddress?
+    @Flag(name: .customLong("no-http"), help: "Serve no dashboard and no metrics.") var noHTTP = false
 
     func run() throws {
         Signals.block()
         guard nodes >= 1, nodes <= 100 else { throw fail("--nodes must be between 1 and 100") }
         if let http, Int(http.port) + nodes > 65535 { throw fail("--http: no room for \(nodes + 1) ports from \(http.port)") }
+        let http = noHTTP ? nil : self.http ?? Self.freePorts(host: "127.0.0.1", from: 8000, count: nodes + 1)
+        /// The HTTP address of child `index` (the nodes, then the mount).
+        func metricsAddress(_ index: Int) -> NodeAddress? {
+            http.map { NodeAddress(host: $0.host, port: $0.port + UInt16(index)) }
+        }
         var secretArguments: [String] = []
         if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
             do { ClientSecret.use(try ClientSecret.load(file: secretFile)) } catch { throw fail("\(error)") }
@@ -149,7 +155,7 @@ struct UpCommand: ParsableCommand {
         print("OuroborosFS ring of \(nodes) node\(nodes == 1 ? "" : "s") is up (data in \(root)):")
         for (index, (child, address)) in zip(children, addresses).enumerated() {
             print("  node \(address)  pid \(child.pid)  log \(child.logPath)"
-                  + (metricsAddress(index).map { "  metrics http://\($0)/metrics" } ?? ""))
+                  + (metricsAddress(index).map { "  dashboard http://\($0)/" } ?? ""))
         }
         if let mount {
             let mountpoint = absolutePath(mount)
@@ -167,6 +173,7 @@ struct UpCommand: ParsableCommand {
             print("  mounted at \(mountpoint)  pid \(driver.pid)  log \(driver.logPath)"
                   + (metricsAddress(nodes).map { "  metrics http://\($0)/metrics" } ?? ""))
         }
+        if let dashboard = metricsAddress(0) { print("Dashboard: http://\(dashboard)/  (every node serves one; metrics at /metrics)") }
         print("Press Ctrl-C to stop.")
         fflush(stdout)
         supervise(children)
@@ -174,9 +181,15 @@ struct UpCommand: ParsableCommand {
         print("stopped")
     }
 
-    /// The metrics address of child `index` (the nodes, then the mount), if `--http` was given.
-    private func metricsAddress(_ index: Int) -> NodeAddress? {
-        http.map { NodeAddress(host: $0.host, port: $0.port + UInt16(index)) }
+    /// The first `count` consecutive ports from `from` on that are all free now (nil: none below 9000).
+    static func freePorts(host: String, from: UInt16, count: Int) -> NodeAddress? {
+        var base = Int(from)
+        while base + count <= 9000 {
+            let taken = (0..<count).first { (try? ListeningSocket(address: NodeAddress(host: host, port: UInt16(base + $0)))) == nil }
+            guard let taken else { return NodeAddress(host: host, port: UInt16(base)) }
+            base += taken + 1
+        }
+        return nil
     }
 
     /// Restarts children that die, until SIGINT/SIGTERM/SIGHUP.

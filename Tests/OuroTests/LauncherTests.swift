@@ -48,7 +48,7 @@ import Testing
         try #require(pids.count == 3, "expected 3 node processes, found \(pids); \(up!.outputTail())")
         _ = try run("./ouro push --node \(addresses[0]) input.bin docs/in.bin")
         // Each node serves its metrics on the port `--http` gave it, and `ouro up` printed where.
-        #expect(up!.outputTail().contains("metrics http://127.0.0.1:\(metricsBase + 2)/metrics"), "\(up!.outputTail())")
+        #expect(up!.outputTail().contains("dashboard http://127.0.0.1:\(metricsBase + 2)/"), "\(up!.outputTail())")
         let scraped = try MetricsTests.fetch("http://127.0.0.1:\(metricsBase + 2)/metrics", in: directory).body
         #expect(MetricsTests.samples(scraped)["ouro_node_members_alive"] == 3, "\(scraped)")
 

@@ -93,6 +93,27 @@ struct MountHealthTests {
         }
     }
 
+    @Test("user.ouro.verified: never until the holders read the copies back, then the oldest time")
+    func verifiedFollowsReadBack() throws {
+        try MountedRing.with(label: "health-verified") { ring in
+            try ring.ok(#"head -c 3000000 /dev/urandom > "$W/big" && cp "$W/big" "$M/big" && printf small > "$M/small""#)
+            let verified = #"getfattr --absolute-names --only-values -n user.ouro.verified "$M/big""#
+            // Copies are checked as they arrive, which is not reading them back from disk.
+            let fresh = try ring.ok(verified)
+            #expect(fresh.hasPrefix("never"), "\(fresh)")
+            #expect(try ring.ok(#"getfattr --absolute-names --only-values -n user.ouro.verified "$M/small""#).hasPrefix("inline"))
+            for node in 0..<3 { #expect(try ring.ring.request(node, "NODE SCRUB") == ["OK scrub requested"]) }
+            var shown = ""
+            try waitUntil("every copy read back", timeoutSeconds: 30, describe: { shown }) {
+                shown = try ring.ok(verified)
+                return shown.range(of: #"^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"#, options: .regularExpression) != nil
+            }
+            let formatter = ISO8601DateFormatter()
+            let when = try #require(formatter.date(from: shown))
+            #expect(abs(when.timeIntervalSinceNow) < 120, "\(shown)")
+        }
+    }
+
     @Test(".ouro/ cannot be written, removed, renamed over or replaced")
     func healthFilesAreReadOnly() throws {
         try MountedRing.with(label: "health-ro") { ring in

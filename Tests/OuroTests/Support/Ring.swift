@@ -18,6 +18,8 @@ final class Ring: @unchecked Sendable {
         var environment: [String: String] = [:]
         /// Each node's data directory on a tmpfs of this many bytes (a small disk to fill; needs root).
         var diskBytes: Int? = nil
+        /// Each node serves its dashboard and metrics (`--http`) on a port of its own (`Member.httpPort`).
+        var http = false
     }
 
     final class Member {
@@ -26,6 +28,8 @@ final class Ring: @unchecked Sendable {
         let dataDirectory: String
         let logPath: String
         fileprivate(set) var process: ChildProcess?
+        /// With `Settings.http`: the node's dashboard port (kept across restarts).
+        fileprivate(set) var httpPort: UInt16?
 
         init(index: Int, address: NodeAddress, dataDirectory: String, logPath: String) {
             self.index = index
@@ -78,6 +82,7 @@ final class Ring: @unchecked Sendable {
                          "--gossip-interval", "\(settings.gossipIntervalMilliseconds)", "--copies", "\(settings.copies)"]
         if let max = settings.maxFileSizeBytes { arguments += ["--max-file-size", "\(max)"] }
         if settings.secret != nil { arguments += ["--secret-file", secretPath] }
+        if let port = member.httpPort { arguments += ["--http", "127.0.0.1:\(port)"] }
         return arguments
     }
 
@@ -92,6 +97,7 @@ final class Ring: @unchecked Sendable {
         var lastError: Error?
         for _ in 0..<5 {
             member.address = NodeAddress(host: "127.0.0.1", port: try PortAllocator.freePort())
+            if settings.http { member.httpPort = try PortAllocator.freePort() }
             do {
                 try start(member.index)
                 return
