@@ -74,10 +74,9 @@ public struct MovePlan: Codable, Sendable, Equatable {
                     if let target = candidates.min(by: { given[$0, default: 0] < given[$1, default: 0] }) {
                         move.to = target
                         given[target, default: 0] += placement.lengthBytes
-                    } else if liveOthers.isEmpty {
-                        stranded += 1
                     }
                 }
+                if move.to == nil && liveOthers.isEmpty { stranded += 1 }
                 moves.append(move)
             }
         }

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Metrics
 import OuroClient
 import OuroCore
 
@@ -103,6 +104,13 @@ extension Node {
 
     func repairStatus() -> String { repair.status }
 
+    /// `ouro_node_repaired_chunks_total` and `_bytes_total` by how (`restored`: a copy this node lacked, fetched;
+    /// `re-replicated`: a dead holder's copy made anew): their rate is the repair rate.
+    static func countRepair(_ how: String, _ bytes: UInt64) {
+        Metrics.Counter(label: "ouro_node_repaired_chunks_total", dimensions: [("how", how)]).increment()
+        Metrics.Counter(label: "ouro_node_repaired_bytes_total", dimensions: [("how", how)]).increment(by: Int64(bytes))
+    }
+
     /// Restores copies this node should hold but lacks (a corrupt copy was quarantined, or a copy was lost), and
     /// re-replicates chunks whose holder has been dead past the grace period. A scan walks every chunk of the
     /// catalog, so it runs when something changed (or now and then), not on every tick.
@@ -127,7 +135,10 @@ extension Node {
                 let chunk = content.chunkID(index)
                 if placement.holders.contains(address), !stored.contains(chunk) {
                     repair.set("restoring copies")
-                    if restoreCopy(chunk, placement) { restored += 1 }
+                    if restoreCopy(chunk, placement) {
+                        restored += 1
+                        Self.countRepair("restored", placement.lengthBytes)
+                    }
                 }
                 let gone = placement.holders.filter { holder in
                     !live.contains(holder) && (!map.contains(holder) || (repair.deadFor(holder) ?? 0) >= Double(configuration.gracePeriodSeconds))
@@ -141,7 +152,10 @@ extension Node {
                 // One node acts for each chunk: its first live holder.
                 guard liveHolders.first == address, stored.contains(chunk) else { continue }
                 repair.set("re-replicating")
-                if replicate(chunk, placement, liveHolders: liveHolders, copies: content.copies, map: map) { replicated += 1 }
+                if replicate(chunk, placement, liveHolders: liveHolders, copies: content.copies, map: map) {
+                    replicated += 1
+                    Self.countRepair("re-replicated", placement.lengthBytes)
+                }
             }
         }
         if restored + replicated > 0 {
@@ -219,7 +233,9 @@ extension Node {
             let requested = scrub.takeRequest()
             guard requested || monotonicSeconds() - lastPass >= Double(configuration.scrubIntervalSeconds) else { continue }
             lastPass = monotonicSeconds()
-            guard hasCaughtUp, let stored = try? chunks.list() else { continue }
+            // A pass of its own waits for the catalog to catch up (start-up is busy enough); one asked for does not:
+            // a content's checksums never change, and a copy the catalog does not know yet is left alone.
+            guard requested || hasCaughtUp, let stored = try? chunks.list() else { continue }
             scrub.begin(total: stored.count)
             var bad = 0
             for entry in stored {

@@ -30,6 +30,12 @@ extension Node {
         gauge("ouro_node_chunk_bytes", info.chunkBytes)
         gauge("ouro_node_short_copies", info.underReplicatedChunks)
         gauge("ouro_node_repair_active", info.repair == "idle" ? 0 : 1)
+        // The scrubber's pass: copies checked of the pass's total, and corrupt ones found in it.
+        let scrub = scrub.current
+        gauge("ouro_node_scrub_running", scrub.running ? 1 : 0)
+        gauge("ouro_node_scrub_checked", scrub.checked)
+        gauge("ouro_node_scrub_total", scrub.total)
+        gauge("ouro_node_scrub_corrupt", scrub.corrupt)
         gauge("ouro_node_disk_total_bytes", info.usage.totalBytes)
         gauge("ouro_node_disk_free_bytes", info.usage.availableBytes)
         gauge("ouro_node_catalog_files", info.usage.files)

@@ -63,6 +63,13 @@ import Testing
         #expect(samples["ouro_node_catalog_files"] ?? 0 >= 1)
         #expect(samples["ouro_node_disk_free_bytes"] ?? 0 > 0)
         #expect(samples["ouro_node_received_bytes_total"] ?? 0 >= 70_000, "\(body)")
+        // A scrub pass asked for shows its progress: the one copy checked, none corrupt.
+        #expect(try Wire.request(address, "NODE SCRUB") == ["OK scrub requested"])
+        try waitUntil("the scrub pass in the metrics", timeoutSeconds: 20) {
+            let scrub = Self.samples(try Self.fetch("http://127.0.0.1:\(http)/metrics", in: directory).body)
+            return scrub["ouro_node_scrub_running"] == 0 && scrub["ouro_node_scrub_total"] == 1 && scrub["ouro_node_scrub_checked"] == 1
+                && scrub["ouro_node_scrub_corrupt"] == 0
+        }
         // Counted once more on the next scrape, not reset.
         _ = try Wire.request(address, "NODE PING")
         let again = Self.samples(try Self.fetch("http://127.0.0.1:\(http)/metrics", in: directory).body)
