@@ -5,14 +5,20 @@
 #   examples/nc-session.sh                  # talks to 127.0.0.1:7000
 #   NODE=127.0.0.1:7100 examples/nc-session.sh
 #
-# A ring with a cluster secret refuses these until the connection sends `NODE AUTH <secret>` first (the first line
-# of each session below); on a node's own machine its Unix socket `<data>/node.sock` needs no secret
-# (`nc -NU <data>/node-0/node.sock`). Exit status 0: every answer had the documented form.
+# A ring with a cluster secret (what `ouro up` starts) refuses these over TCP until the connection proves it knows
+# the secret, which takes an HMAC (NODE HELLO, NODE PROVE: docs/protocol.md), not something to type. On the node's
+# own machine its Unix socket needs no secret (it lets in the node's own user only): `NODE LOCAL`, which any client
+# may ask, names it, and this script then talks `nc -NU <socket>`. Exit status 0: every answer had the documented form.
 set -euo pipefail
 NODE=${NODE:-127.0.0.1:7000}
 host=${NODE%:*} port=${NODE##*:}
-auth=''
-if [[ -n ${SECRET_FILE:-} ]]; then auth="NODE AUTH $(cat "$SECRET_FILE")"$'\n'; fi
+connect=(nc -N "$host" "$port")
+if printf 'NODE STATUS\n' | nc -N "$host" "$port" | grep -q '^ERR DENIED'; then
+    socket=$(printf 'NODE LOCAL\n' | nc -N "$host" "$port" | sed -n 's/^OK //p')
+    [[ -S $socket ]] || { echo "$NODE has a cluster secret and its Unix socket is not on this machine" >&2; exit 1; }
+    echo "(this ring has a cluster secret: talking to $NODE through its Unix socket $socket)"
+    connect=(nc -NU "$socket")
+fi
 work=$(mktemp -d /tmp/ouro-nc.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
@@ -21,10 +27,7 @@ trap 'exit 130' INT TERM
 say() {
     local request=$1 payload=${2:-}
     printf '\n\033[1m> %s\033[0m%s\n' "$request" "${payload:+   (then the $(wc -c < "$payload") bytes of $payload)}"
-    { printf '%s%s\n' "$auth" "$request"; if [[ -n $payload ]]; then cat "$payload"; fi; } |
-        nc -N "$host" "$port" > "$work/answer"
-    # The answer to NODE AUTH ("OK") comes first when a secret is used: not shown.
-    if [[ -n $auth ]]; then sed -i 1d "$work/answer"; fi
+    { printf '%s\n' "$request"; if [[ -n $payload ]]; then cat "$payload"; fi; } | "${connect[@]}" > "$work/answer"
     if LC_ALL=C grep -q '[^[:print:][:space:]]' "$work/answer"; then
         echo "< ($(wc -c < "$work/answer") bytes of file content)"
     else

@@ -64,6 +64,7 @@ unit_command() {
         source "$env"
         set +a
         DATA=${DATA:+$WORK/data/${DATA##*/}}
+        SECRET_FILE=${SECRET_FILE:+$WORK/secret}
         MOUNTPOINT=${MOUNTPOINT:+$mnt}
         line=$(sed -n 's/^ExecStart=//p' "$unit")
         line=${line//%i/$instance}
@@ -104,6 +105,9 @@ ip netns list | grep "^$tag" | sed 's/^/  /'
 
 step "2. A node on each host, as systemd/ouro-node@.service runs it"
 mkdir -p "$WORK/data"
+# The cluster secret the units name (/etc/ouro/secret on real machines): the same on every host.
+( umask 077; openssl rand -hex 32 > "$WORK/secret" 2>/dev/null || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$WORK/secret" )
+export OURO_SECRET_FILE=$WORK/secret   # for this script's own ouro commands (from the client's namespace: TCP)
 for host in "${hosts[@]}"; do
     start_unit "$tag-$host" "$WORK/node-$host.log" "$here/systemd/ouro-node@.service" "$here/systemd/node-$host.env" "$host"
     [[ $host == a ]] && wait_for 30 in_ns "$tag-cl" "$OURO" status --node 10.200.7.1:7000   # the others join it
@@ -137,15 +141,16 @@ status
 caught_up() { in_ns "$tag-cl" "$OURO" ls --node 10.200.7.3:7000 | grep -q tree/while-away.txt; }
 wait_for 60 caught_up
 in_ns "$tag-cl" "$OURO" pull --node 10.200.7.3:7000 tree/while-away.txt -
-# The ring closes around it again (maybe in another order): a walk from a passes every node once and returns to a.
+# The ring closes around it again (maybe in another order): following each node's successor (the NEXT column of
+# `ouro status`) from a passes every node once and returns to a. (The ring has a cluster secret, so this client
+# asks with `ouro`, which proves it; `nc` from another machine would be refused.)
 ring_whole() {
-    printf 'TOPOLOGY WALK\n' | in_ns "$tag-cl" nc -N 10.200.7.1 7000 | awk -F '->' '
-        $0 == "OK" { ok = 1; next }
-        { if (n > 0 && $1 != last) bad = 1; if (seen[$1]++) bad = 1; if (n == 0) first = $1; last = $2; n++ }
-        END { exit !(ok && !bad && n == 3 && last == first) }'
+    status | awk 'NR > 1 && $2 == "alive" { next_of[$1] = $3 }
+        END { node = "10.200.7.1:7000"; for (i = 0; i < 3; i++) { if (seen[node]++) exit 1; node = next_of[node] }
+              exit !(node == "10.200.7.1:7000") }'
 }
 wait_for 60 ring_whole
-printf 'TOPOLOGY WALK\n' | in_ns "$tag-cl" nc -N 10.200.7.1 7000
+status
 no_short() { status | awk 'NR > 1 && $1 != "files:" { short = substr($0, 88, 7); gsub(/ /, "", short); if (short != "0") bad = 1 } END { exit bad }'; }
 wait_for 60 no_short
 status

@@ -58,9 +58,9 @@ up_pid=$!
 wait_for 60 grep -q "Press Ctrl-C" "$WORK/up.log"
 cat "$WORK/up.log"
 
-step "2. A fourth node joins the running ring"
+step "2. A fourth node joins the running ring (with the cluster secret ouro up made: $data/secret)"
 mkdir -p "$data/extra"
-"$OURO" node --listen "$fourth" --data "$data/extra" --join "$first" --grace-period "$GRACE" --gossip-interval 300 \
+"$OURO" node --listen "$fourth" --data "$data/extra" --join "$first" --secret-file "$data/secret" --grace-period "$GRACE" --gossip-interval 300 \
     > "$data/extra/node.log" 2>&1 &
 fourth_pid=$!
 wait_for 30 alive_count 4
@@ -102,7 +102,7 @@ run "$OURO" status --node "$first"
 
 step "7. Bring the node back: it catches up with what changed while it was away"
 echo "written while node 4 was dead" > "$mnt/tree/after.txt"
-"$OURO" node --listen "$fourth" --data "$data/extra" --join "$first" --grace-period "$GRACE" --gossip-interval 300 \
+"$OURO" node --listen "$fourth" --data "$data/extra" --join "$first" --secret-file "$data/secret" --grace-period "$GRACE" --gossip-interval 300 \
     >> "$data/extra/node.log" 2>&1 &
 fourth_pid=$!
 wait_for 30 is_state "$fourth" alive

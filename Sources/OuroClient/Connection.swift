@@ -27,10 +27,24 @@ public final class Connection: @unchecked Sendable {
         }
     }
 
-    /// Sends the cluster secret, if this process has one (`ClientSecret`), before anything else on a TCP connection.
+    /// Proves the cluster secret, if this process has one (`ClientSecret`), before anything else on a TCP
+    /// connection, without sending it (`ChallengeAuth`): the node must prove it first.
     func authenticate() throws {
         guard let secret = ClientSecret.current else { return }
-        try send("NODE AUTH \(secret)")
+        let clientNonce = ChallengeAuth.nonce()
+        try send("NODE HELLO \(clientNonce)")
+        let reply = try readReply()
+        if reply == "OK" { return }  // the node has no secret
+        let fields = reply.split(separator: " ")
+        guard fields.count == 3, fields[0] == "CHALLENGE", ChallengeAuth.isNonceOrProof(fields[1]) else {
+            throw OuroError(.internal, "unexpected answer to NODE HELLO from \(address): \(reply.prefix(80))")
+        }
+        let serverNonce = String(fields[1])
+        guard ChallengeAuth.matches(String(fields[2]), ChallengeAuth.proof(secret: secret, role: .node, clientNonce: clientNonce,
+                                                                            serverNonce: serverNonce)) else {
+            throw OuroError(.denied, "\(address) proved a different cluster secret than ours: a wrong secret file here, or another ring")
+        }
+        try send("NODE PROVE \(ChallengeAuth.proof(secret: secret, role: .client, clientNonce: clientNonce, serverNonce: serverNonce))")
         try expectOK()
     }
 

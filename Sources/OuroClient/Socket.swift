@@ -214,13 +214,32 @@ public final class ListeningSocket: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// `host:port` (`[v6]:port`) of a peer's address, as the node's connection budget and logs name it.
+    static func describe(_ storage: inout sockaddr_storage) -> String {
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let length = socklen_t(storage.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        let status = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo($0, length, &host, socklen_t(host.count), &service, socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard status == 0 else { return "client" }
+        let name = String(cString: host), port = String(cString: service)
+        return storage.ss_family == sa_family_t(AF_INET6) ? "[\(name)]:\(port)" : "\(name):\(port)"
+    }
+
     /// Waits for the next connection; nil once the socket is shut down.
     public func accept() -> Socket? {
         while true {
-            let client = Glibc.accept(fd, nil, nil)
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.accept(fd, $0, &length) }
+            }
             if client >= 0 {
                 _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-                return Socket(fd: client, peer: "client")
+                return Socket(fd: client, peer: Self.describe(&storage))
             }
             switch errno {
             case EINTR, ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM:

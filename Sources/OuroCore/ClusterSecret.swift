@@ -1,7 +1,8 @@
 /// The shared cluster secret (PROTOCOL.md: "anyone who could reach a port could rewire the ring or kill nodes").
-/// A node started with one answers nothing but `NODE PING` and `NODE AUTH <secret>` on a TCP connection until that
-/// connection has sent the secret; its Unix socket (mode 0600: only its own user) needs none. Clients (the other
-/// nodes, the mount, `ouro`) send `NODE AUTH` first on every TCP connection when they have the secret.
+/// A node started with one answers nothing but `NODE PING`, `NODE LOCAL` and the challenge (`NODE HELLO`, `NODE
+/// PROVE`: `ChallengeAuth`, the secret never on the wire) on a TCP connection until that connection has proved it
+/// knows the secret; its Unix socket (mode 0600: only its own user) needs none. Clients (the other nodes, the mount,
+/// `ouro`) prove it first on every TCP connection when they have the secret.
 public enum ClusterSecret {
     public static let maxBytes = 256
 

@@ -32,6 +32,12 @@ public enum Limits {
     public static let connectTimeoutMilliseconds = 2000
     /// Connections served at once by one node; more are refused with `ERR UNAVAILABLE`.
     public static let maxConnections = 1024
+    /// Of those, connections that have not proved the cluster secret yet (on a node that has one), in all and from
+    /// one peer address (`ConnectionBudget`); more are refused at once.
+    public static let maxUnauthenticatedConnections = 256
+    public static let maxUnauthenticatedPerPeer = 64
+    /// A connection must have proved the cluster secret this long after it was accepted, whatever it sends.
+    public static let authenticateWithinSeconds = 5.0
     /// Largest file written through the mount that is kept inline in the catalog rather than in chunks. Small
     /// enough that a `CATALOG SYNC` batch of such records stays far below `jsonPayloadBytes`.
     public static let inlineContentBytes = 8 * 1024

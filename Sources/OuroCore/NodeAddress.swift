@@ -8,6 +8,11 @@ public struct NodeAddress: Hashable, Comparable, Sendable, CustomStringConvertib
         self.port = port
     }
 
+    /// Reachable only from this machine: `localhost`, 127.0.0.0/8 or `::1` (not `0.0.0.0`, which is every address).
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
+    }
+
     /// Parses `host:port`, `[v6]:port`, or a bare port (host 127.0.0.1).
     public init?(_ text: some StringProtocol) {
         let text = String(text)

@@ -96,6 +96,10 @@ public enum Request: Sendable, Equatable {
     case nodePing
     /// Proves the client knows the cluster secret (required first when the node has one).
     case nodeAuth(secret: String)
+    /// Starts the challenge: the client's nonce (64 hex digits); the node answers `CHALLENGE <its nonce> <its proof>`.
+    case nodeHello(nonce: String)
+    /// The client's proof of the secret, over both nonces (`ChallengeAuth`).
+    case nodeProve(proof: String)
     case nodeStatus
     case nodeNext(NodeAddress)
     case nodeHeal
@@ -182,6 +186,18 @@ public enum Request: Sendable, Equatable {
             let secret = String(try fields.rest())
             guard ClusterSecret.isValid(secret) else { throw .badRequest("bad secret") }
             self = .nodeAuth(secret: secret)
+        case ("NODE", "HELLO"):
+            let nonce = String(try fields.rest())
+            guard nonce.utf8.count == 64, nonce.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+                throw .badRequest("NODE HELLO wants a nonce of 64 lowercase hex digits")
+            }
+            self = .nodeHello(nonce: nonce)
+        case ("NODE", "PROVE"):
+            let proof = String(try fields.rest())
+            guard proof.utf8.count == 64, proof.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+                throw .badRequest("NODE PROVE wants a proof of 64 lowercase hex digits")
+            }
+            self = .nodeProve(proof: proof)
         case ("NODE", "STATUS"): try fields.end(); self = .nodeStatus
         case ("NODE", "NEXT"): self = .nodeNext(try fields.address(last: true))
         case ("NODE", "HEAL"): try fields.end(); self = .nodeHeal

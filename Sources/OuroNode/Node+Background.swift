@@ -11,6 +11,7 @@ extension Node {
         startThread(name: "catalog-gc") { [self] in gcLoop() }
         startThread(name: "repair") { [self] in repairLoop() }
         startThread(name: "scrub") { [self] in scrubLoop() }
+        if configuration.secret != nil { startThread(name: "reaper") { [self] in reapUnprovedConnections() } }
         startThread(name: "journal") { [self] in
             while pause(seconds: 1) { pieceJournal.checkpoint() }
             pieceJournal.checkpoint()

@@ -35,13 +35,25 @@ final class ClientSession {
 
 extension Node {
     /// `trusted`: a session on the node's own Unix socket (only its user can connect), which needs no secret.
-    func serve(_ socket: Socket, trusted: Bool = false) {
+    func serve(_ socket: Socket, trusted: Bool = false, admission: ConnectionAdmission) {
         let session = ClientSession(socket: socket)
         var authenticated = trusted || configuration.secret == nil
         var unauthenticatedRequests = 0
+        /// The nonces of this connection's challenge (client's, node's), once `NODE HELLO` came.
+        var challenge: (String, String)?
         while !isStopping {
-            // A client that has not proved it knows the secret does not get to hold a connection long.
-            socket.setTimeouts(seconds: authenticated ? Limits.idleTimeoutSeconds : Limits.unauthenticatedIdleSeconds)
+            // A client that has not proved it knows the secret does not get to hold a connection long: it has
+            // `authenticateWithinSeconds` from being accepted, whatever it sends.
+            if !authenticated {
+                let left = admission.acceptedAt + Limits.authenticateWithinSeconds - monotonicSeconds()
+                guard left > 0 else {
+                    refuseAndClose(session, OuroError(.denied, "the cluster secret was not proved within \(Int(Limits.authenticateWithinSeconds)) s"))
+                    return
+                }
+                socket.setTimeouts(seconds: max(1, min(Limits.unauthenticatedIdleSeconds, Int(left.rounded(.up)))))
+            } else {
+                socket.setTimeouts(seconds: Limits.idleTimeoutSeconds)
+            }
             let line: String?
             do {
                 line = try session.reader.readLine()
@@ -67,25 +79,54 @@ extension Node {
                 guard (try? session.reply(error.line)) != nil else { return }
                 continue
             }
-            if case .nodeAuth(let offered) = request {
+            switch request {
+            case .nodeAuth:
+                // The secret itself on the wire: never accepted (anyone reading the connection would have it).
+                guard configuration.secret != nil, !authenticated else {
+                    guard (try? session.reply("OK")) != nil else { return }
+                    continue
+                }
+                refuseAndClose(session, OuroError(.denied, "NODE AUTH would send the secret in the clear; prove it with NODE HELLO and NODE PROVE, or use the node's Unix socket (docs/protocol.md)"))
+                return
+            case .nodeHello(let clientNonce):
+                guard let secret = configuration.secret, !authenticated else {
+                    guard (try? session.reply("OK")) != nil else { return }  // no secret here: nothing to prove
+                    continue
+                }
+                guard challenge == nil else {
+                    refuseAndClose(session, OuroError(.denied, "one NODE HELLO per connection"))
+                    return
+                }
+                let serverNonce = ChallengeAuth.nonce()
+                challenge = (clientNonce, serverNonce)
+                let proof = ChallengeAuth.proof(secret: secret, role: .node, clientNonce: clientNonce, serverNonce: serverNonce)
+                guard (try? session.reply("CHALLENGE \(serverNonce) \(proof)")) != nil else { return }
+                continue
+            case .nodeProve(let offered):
                 guard let secret = configuration.secret, !authenticated else {
                     guard (try? session.reply("OK")) != nil else { return }
                     continue
                 }
-                guard ClusterSecret.matches(offered, secret) else {
+                guard let (clientNonce, serverNonce) = challenge,
+                      ChallengeAuth.matches(offered, ChallengeAuth.proof(secret: secret, role: .client, clientNonce: clientNonce,
+                                                                         serverNonce: serverNonce)) else {
                     if wrongSecretLog.shouldLog() { logger.warning("wrong cluster secret", metadata: ["peer": "\(socket.peer)"]) }
-                    refuseAndClose(session, OuroError(.denied, "wrong cluster secret"))
+                    refuseAndClose(session, OuroError(.denied, challenge == nil ? "NODE PROVE before NODE HELLO" : "wrong cluster secret"))
                     return
                 }
                 authenticated = true
+                noteProved(admission)
                 guard (try? session.reply("OK")) != nil else { return }
                 continue
+            default:
+                break
             }
             if !authenticated { unauthenticatedRequests += 1 }
-            guard authenticated || (request == .nodePing && unauthenticatedRequests <= Limits.unauthenticatedPings) else {
+            // `NODE LOCAL` names the node's Unix socket, which checks who connects (mode 0600: its own user only).
+            guard authenticated || ((request == .nodePing || request == .nodeLocal) && unauthenticatedRequests <= Limits.unauthenticatedPings) else {
                 // Nothing of an unauthenticated request runs, and a payload it announced is never read as commands.
                 // (A few pings are answered, not an endless stream that would hold the connection open.)
-                refuseAndClose(session, OuroError(.denied, "this ring has a cluster secret: send NODE AUTH <secret> first"))
+                refuseAndClose(session, OuroError(.denied, "this ring has a cluster secret: prove it first (NODE HELLO, NODE PROVE)"))
                 return
             }
             let started = monotonicNanoseconds()
@@ -141,7 +182,7 @@ extension Node {
         switch request {
         case .nodePing:
             try session.reply("PONG")
-        case .nodeAuth:
+        case .nodeAuth, .nodeHello, .nodeProve:
             try session.reply("OK")  // answered in `serve`
         case .nodeStatus:
             try session.reply("PORT \(address)\nNEXT \(next?.description ?? "<unset>")\nOK")

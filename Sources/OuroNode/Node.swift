@@ -67,7 +67,10 @@ public final class Node: @unchecked Sendable {
     let membershipLock = Lock()
     private var ring: RingRecord
     private let connectionsLock = Lock()
-    private var openConnections = 0
+    private var connections = ConnectionBudget()
+    /// Connections still to prove the secret, with their sockets: the reaper cuts those past their deadline, even in
+    /// the middle of a line sent a byte at a time.
+    private var unprovedSockets: [ObjectIdentifier: (ConnectionAdmission, Socket)] = [:]
     private var stopping = false
     let verifier = ChunkVerifier()
     /// The disk this node's data is on, and those of the other members (see `DiskIdentity`).
@@ -75,6 +78,7 @@ public final class Node: @unchecked Sendable {
     let peerDisks = PeerDisks()
     /// At most one "wrong cluster secret" line a minute: someone guessing must not flood the log.
     let wrongSecretLog = LogThrottle(intervalSeconds: 60)
+    let refusalLog = LogThrottle(intervalSeconds: 10)
     let repair = RepairState()
     let scrub = ScrubState()
     private let caughtUp = CaughtUpFlag()
@@ -189,30 +193,79 @@ public final class Node: @unchecked Sendable {
 
     private func acceptLoop() {
         while let socket = listener.accept() {
-            guard admit(socket) else { continue }
+            let admission = ConnectionAdmission(peer: ConnectionBudget.host(of: socket.peer), needsProof: configuration.secret != nil)
+            guard admit(socket, admission) else { continue }
             startThread(name: "conn") { [self] in
-                serve(socket)
-                connectionsLock.withLock { openConnections -= 1 }
+                serve(socket, admission: admission)
+                release(admission)
             }
         }
     }
 
-    /// Counts a new connection in, or refuses it when too many are open.
-    private func admit(_ socket: Socket) -> Bool {
-        let admitted: Bool = connectionsLock.withLock {
-            guard !stopping, openConnections < Limits.maxConnections else { return false }
-            openConnections += 1
-            return true
+    /// Counts a new connection in, or refuses it (`ConnectionBudget`): too many open, or too many that have not
+    /// proved the secret, in all or from its peer.
+    private func admit(_ socket: Socket, _ admission: ConnectionAdmission) -> Bool {
+        let refusal: String? = connectionsLock.withLock {
+            guard !stopping else { return "stopping" }
+            let refusal = connections.admit(peer: admission.peer, needsProof: admission.needsProof)
+            if refusal == nil, admission.needsProof { unprovedSockets[ObjectIdentifier(admission)] = (admission, socket) }
+            return refusal
         }
-        if !admitted { try? socket.write("ERR UNAVAILABLE too many connections\n") }
-        return admitted
+        if let refusal {
+            if refusalLog.shouldLog() { logger.warning("connection refused", metadata: ["peer": "\(socket.peer)", "why": "\(refusal)"]) }
+            try? socket.write("ERR UNAVAILABLE \(refusal)\n")
+        }
+        return refusal == nil
+    }
+
+    /// The connection proved the cluster secret: it leaves the unproved budget.
+    func noteProved(_ admission: ConnectionAdmission) {
+        connectionsLock.withLock {
+            guard admission.needsProof, !admission.proved else { return }
+            admission.proved = true
+            connections.proved(peer: admission.peer)
+            unprovedSockets[ObjectIdentifier(admission)] = nil
+        }
+    }
+
+    private func release(_ admission: ConnectionAdmission) {
+        connectionsLock.withLock {
+            connections.closed(peer: admission.peer, unproved: admission.needsProof && !admission.proved)
+            unprovedSockets[ObjectIdentifier(admission)] = nil
+        }
+    }
+
+    /// Every half second: cuts connections that have not proved the secret within `authenticateWithinSeconds` of
+    /// being accepted (their thread then sees the end of the stream and lets the slot go).
+    func reapUnprovedConnections() {
+        while pause(seconds: 0.5) {
+            let now = monotonicSeconds()
+            let late = connectionsLock.withLock {
+                unprovedSockets.values.filter { $0.0.acceptedAt + Limits.authenticateWithinSeconds + 1 < now }.map(\.1)
+            }
+            for socket in late { socket.abort() }
+        }
     }
 
     /// Serves one connection of the local socket on the calling thread, unless too many are open.
     func serveAdmitted(_ socket: Socket, trusted: Bool = false) {
-        guard admit(socket) else { return }
-        serve(socket, trusted: trusted)
-        connectionsLock.withLock { openConnections -= 1 }
+        let admission = ConnectionAdmission(peer: "local", needsProof: false)
+        guard admit(socket, admission) else { return }
+        serve(socket, trusted: trusted, admission: admission)
+        release(admission)
+    }
+}
+
+/// One accepted connection's place in the node's `ConnectionBudget` (changed under the node's connections lock).
+final class ConnectionAdmission: @unchecked Sendable {
+    let peer: String
+    let needsProof: Bool
+    var proved = false
+    let acceptedAt = monotonicSeconds()
+
+    init(peer: String, needsProof: Bool) {
+        self.peer = peer
+        self.needsProof = needsProof
     }
 }
 

@@ -19,9 +19,11 @@ struct NodeCommand: ParsableCommand {
     @Option(help: "Copies of every chunk (1 = no copies).") var copies = 2
     @Option(name: .customLong("grace-period"), help: "Seconds a node may stay dead before its chunks are re-replicated elsewhere.") var gracePeriod = 60
     @Option(name: .customLong("scrub-interval"), help: "Seconds between scrub passes over every local chunk copy.") var scrubInterval = 600
-    @Option(name: .customLong("secret-file"), help: "File holding the cluster secret: TCP clients must send it first (NODE AUTH), and this node sends it to its peers.")
+    @Option(name: .customLong("secret-file"), help: "File holding the cluster secret: TCP clients must prove they know it first (NODE HELLO, NODE PROVE), and this node proves it to its peers.")
     var secretFile: String?
     @Option(help: "Serve the web dashboard (/) and GET /metrics (Prometheus text) on this address (host:port).") var http: NodeAddress?
+    @Flag(help: "Allow running without a cluster secret on an address other than loopback (trusted networks only).")
+    var insecure = false
 
     func run() throws {
         Signals.block()
@@ -40,6 +42,13 @@ struct NodeCommand: ParsableCommand {
         if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
             do { configuration.secret = try ClientSecret.load(file: secretFile) } catch { throw fail("\(error)") }
             ClientSecret.use(configuration.secret)
+        }
+        if configuration.secret == nil && !insecure {
+            for address in [listen] + (http.map { [$0] } ?? []) where !address.isLoopback {
+                throw fail("\(address) is reachable from other machines, and this node has no cluster secret: anyone there could "
+                           + "read, change or stop the ring. Give it --secret-file FILE (the same file on every node; e.g. "
+                           + "`openssl rand -hex 32 > FILE`), or --insecure on a network you trust.")
+            }
         }
         let logger = Logger(label: "ouro.node.\(listen)")
         let node: Node

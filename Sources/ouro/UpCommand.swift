@@ -96,6 +96,8 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Serve the web dashboard and GET /metrics from here on: node i on this port + i, the mount's metrics on the port after the nodes' (host:port; default: the first free ports from 127.0.0.1:8000).")
     var http: NodeAddress?
     @Flag(name: .customLong("no-http"), help: "Serve no dashboard and no metrics.") var noHTTP = false
+    @Flag(help: "Run the ring without a cluster secret (anyone who reaches a port can use it: trusted networks only).")
+    var insecure = false
 
     func run() throws {
         Signals.block()
@@ -106,13 +108,21 @@ struct UpCommand: ParsableCommand {
         func metricsAddress(_ index: Int) -> NodeAddress? {
             http.map { NodeAddress(host: $0.host, port: $0.port + UInt16(index)) }
         }
-        var secretArguments: [String] = []
-        if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
-            do { ClientSecret.use(try ClientSecret.load(file: secretFile)) } catch { throw fail("\(error)") }
-            secretArguments = ["--secret-file", absolutePath(secretFile)]
-        }
         let root = absolutePath(data)
         mkdir(root, 0o755)
+        // Closed by default: a secret of our own in the data directory when none is given (kept across restarts).
+        var secretArguments: [String] = []
+        var madeSecret: String?
+        if !insecure {
+            var secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE")
+            if secretFile == nil {
+                secretFile = root + "/secret"
+                do { if try Self.makeSecretFile(root + "/secret") { madeSecret = root + "/secret" } } catch { throw fail("\(error)") }
+            }
+            let path = absolutePath(secretFile!)
+            do { ClientSecret.use(try ClientSecret.load(file: path)) } catch { throw fail("\(error)") }
+            secretArguments = ["--secret-file", path]
+        }
         let addresses = (0..<nodes).map { NodeAddress(host: host, port: basePort + UInt16($0)) }
         var children: [Child] = []
         for (index, address) in addresses.enumerated() {
@@ -121,6 +131,7 @@ struct UpCommand: ParsableCommand {
             children.append(Child(name: "node \(address)", arguments: [
                 "node", "--listen", address.description, "--data", directory, "--copies", "\(copies)",
                 "--gossip-interval", "\(gossipInterval)", "--grace-period", "\(gracePeriod)"] + secretArguments
+                + (insecure ? ["--insecure"] : [])
                 + (metricsAddress(index).map { ["--http", $0.description] } ?? []),
                 logPath: "\(directory)/node.log"))
         }
@@ -173,12 +184,33 @@ struct UpCommand: ParsableCommand {
             print("  mounted at \(mountpoint)  pid \(driver.pid)  log \(driver.logPath)"
                   + (metricsAddress(nodes).map { "  metrics http://\($0)/metrics" } ?? ""))
         }
+        if let secret = secretArguments.last {
+            print("Cluster secret: \(secret)\(madeSecret != nil ? " (made now)" : "")  (clients on this machine need nothing;"
+                  + " elsewhere: --secret-file or OURO_SECRET_FILE)")
+        } else {
+            print("No cluster secret (--insecure): anyone who reaches these ports can read, write and stop the ring.")
+        }
         if let dashboard = metricsAddress(0) { print("Dashboard: http://\(dashboard)/  (every node serves one; metrics at /metrics)") }
         print("Press Ctrl-C to stop.")
         fflush(stdout)
         supervise(children)
         stopAll(children)
         print("stopped")
+    }
+
+    /// Writes a new random secret (32 bytes from the kernel, as hex) to `path`, readable by its owner only, unless
+    /// the file exists; true when it made one.
+    static func makeSecretFile(_ path: String) throws -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 && errno == EEXIST { return false }
+        guard fd >= 0 else { throw OuroError.unavailable("cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let text = ChallengeAuth.nonce() + "\n"
+        guard write(fd, text, text.utf8.count) == text.utf8.count, fsync(fd) == 0 else {
+            unlink(path)
+            throw OuroError.unavailable("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        return true
     }
 
     /// The first `count` consecutive ports from `from` on that are all free now (nil: none below 9000).

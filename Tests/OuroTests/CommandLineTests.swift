@@ -19,6 +19,26 @@ import Testing
         #expect(String(decoding: output, as: UTF8.self).contains("node"))
     }
 
+    /// A node reachable from other machines needs a cluster secret, or `--insecure` said out loud.
+    @Test func anOpenNodeOnTheNetworkIsRefused() throws {
+        let directory = try TestEnvironment.makeScratchDirectory("insecure")
+        defer { TestEnvironment.removeScratchDirectory(directory) }
+        let port = try PortAllocator.freePort()
+        let ouro = "'\(TestEnvironment.ouroExecutable)'"
+        for listen in ["0.0.0.0:\(port)", "127.0.0.1:\(port) --http 0.0.0.0:\(port + 1)"] {
+            let (status, output) = try ChildProcess.shell("\(ouro) node --listen \(listen) --data \(directory)/d 2>&1", in: directory, timeoutSeconds: 20)
+            let text = String(decoding: output, as: UTF8.self)
+            #expect(status != .exited(0) && text.contains("has no cluster secret") && text.contains("--insecure"), "\(listen): \(text)")
+        }
+        // With --insecure it starts (and answers on every address, loopback included).
+        let node = try ChildProcess(executable: TestEnvironment.ouroExecutable,
+                                    arguments: ["node", "--listen", "0.0.0.0:\(port)", "--data", directory + "/d", "--insecure"],
+                                    outputPath: directory + "/node.log")
+        defer { node.stop() }
+        try? "\(node.pid)\n".write(toFile: directory + "/node.pid", atomically: false, encoding: .utf8)
+        try waitUntil("the insecure node to answer", timeoutSeconds: 20) { Wire.ping(NodeAddress(host: "127.0.0.1", port: port)) }
+    }
+
     @Test func pushListPullHeal() throws {
         let ring = try Ring(nodes: 2, label: "cli")
         defer { ring.shutdown() }

@@ -41,6 +41,16 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: directory + "/tour"), "the walkthrough left its work directory")
     }
 
+    /// With a cluster secret, `nc` over TCP is refused; the session goes through the node's Unix socket instead.
+    @Test func netcatSessionOnARingWithASecret() throws {
+        let ring = try Ring(nodes: 3, settings: Ring.Settings(secret: "nc-example-secret"), label: "nc-example-secret")
+        defer { ring.shutdown() }
+        let output = try Self.run("\(Self.examples)/nc-session.sh", environment: ["NODE": ring.address(0).description],
+                                  in: ring.directory, seconds: 60)
+        #expect(output.contains("this ring has a cluster secret: talking to \(ring.address(0)) through its Unix socket"), "\(output)")
+        #expect(output.contains("(the same bytes as were pushed)") && output.contains("every answer had the documented form"), "\(output)")
+    }
+
     @Test func netcatSessionGetsTheDocumentedAnswers() throws {
         let ring = try Ring(nodes: 3, label: "nc-example")
         defer { ring.shutdown() }

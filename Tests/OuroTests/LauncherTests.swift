@@ -47,6 +47,16 @@ import Testing
         let pids = Self.nodeProcesses(data: data)
         try #require(pids.count == 3, "expected 3 node processes, found \(pids); \(up!.outputTail())")
         _ = try run("./ouro push --node \(addresses[0]) input.bin docs/in.bin")
+        // Closed by default: `ouro up` made a cluster secret (its owner's only) and gave it to every node; a client
+        // that reaches the ring over TCP without it is refused, one on this machine gets in by the node's own socket.
+        var secretInfo = stat()
+        #expect(stat(data + "/secret", &secretInfo) == 0 && secretInfo.st_mode & 0o777 == 0o600)
+        #expect(up!.outputTail().contains("Cluster secret: \(data)/secret (made now)"), "\(up!.outputTail())")
+        let (refusedStatus, refused) = try ChildProcess.shell("cd '\(directory)' && OURO_LOCAL_ROUTES=0 ./ouro ls --node \(addresses[1]) 2>&1",
+                                                              in: directory)
+        #expect(refusedStatus != .exited(0) && String(decoding: refused, as: UTF8.self).contains("ERR DENIED"))
+        #expect(try run("OURO_LOCAL_ROUTES=0 ./ouro ls --node \(addresses[1]) --secret-file \(data)/secret").contains("docs/in.bin"))
+        #expect(try run("./ouro ls --node \(addresses[1])").contains("docs/in.bin"))
         // Each node serves its metrics on the port `--http` gave it, and `ouro up` printed where.
         #expect(up!.outputTail().contains("dashboard http://127.0.0.1:\(metricsBase + 2)/"), "\(up!.outputTail())")
         let scraped = try MetricsTests.fetch("http://127.0.0.1:\(metricsBase + 2)/metrics", in: directory).body

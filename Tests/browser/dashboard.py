@@ -73,30 +73,35 @@ def main():
         driver.find_element(By.ID, "loginbutton").click()
         driver.execute_script("window.__loadedOnce = 'yes'")  # gone if the page reloads
 
-        def states():
-            rows = driver.find_elements(By.CSS_SELECTOR, "#members tbody tr[data-address]")
-            return {row.get_attribute("data-address"): row.get_attribute("data-state") for row in rows}
+        # Read in one script run: the page redraws these every second, so element handles go stale.
+        def states(selector="#members tbody tr[data-address]"):
+            return dict(driver.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0])).map(e => [e.dataset.address, e.dataset.state])",
+                selector))
+
+        def click(selector):
+            return driver.execute_script(
+                "const e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true", selector)
 
         def live():
             return driver.execute_script("return document.body.dataset.live") == "1"
 
         wait_for(f"{args.nodes} nodes alive",
                  lambda: live() and len(states()) == args.nodes and set(states().values()) == {"alive"}, args.timeout)
-        ring = driver.find_elements(By.CSS_SELECTOR, "#ring g.member")
-        if len(ring) != args.nodes:
-            raise SystemExit(f"the ring picture shows {len(ring)} nodes, not {args.nodes}")
+        ring = states("#ring g.member")
+        if len(ring) != args.nodes or set(ring.values()) != {"alive"}:
+            raise SystemExit(f"the ring picture shows {ring}, not {args.nodes} nodes alive")
         # The file tree: into a directory and onto a file's copies.
-        wait_for("the docs directory", lambda: driver.find_element(By.CSS_SELECTOR, "a[data-dir='/docs']"), args.timeout).click()
-        wait_for("a file in docs", lambda: driver.find_element(By.CSS_SELECTOR, "a[data-file='/docs/guide.bin']"), args.timeout).click()
-        wait_for("the file's chunks", lambda: "copies" in driver.find_element(By.ID, "detail").text
-                 and driver.find_elements(By.CSS_SELECTOR, "#detail tbody tr"), args.timeout)
+        wait_for("the docs directory", lambda: click("a[data-dir='/docs']"), args.timeout)
+        wait_for("a file in docs", lambda: click("a[data-file='/docs/guide.bin']"), args.timeout)
+        wait_for("the file's chunks", lambda: driver.execute_script(
+            "const d = document.getElementById('detail'); return d.textContent.includes('copies') && d.querySelectorAll('tbody tr').length > 0"),
+            args.timeout)
         say("page shows every node alive: " + str(states()))
         signal(args.signals, "alive")
 
         wait_for(f"{args.watch} shown dead", lambda: states().get(args.watch) == "dead", args.timeout)
-        wait_for(f"{args.watch} dead in the ring picture",
-                 lambda: driver.find_element(By.CSS_SELECTOR, f"#ring g.member[data-address='{args.watch}']").get_attribute("data-state") == "dead",
-                 args.timeout)
+        wait_for(f"{args.watch} dead in the ring picture", lambda: states("#ring g.member").get(args.watch) == "dead", args.timeout)
         say("page shows the killed node dead: " + str(states()))
         driver.save_screenshot(args.screenshot)
         signal(args.signals, "dead")

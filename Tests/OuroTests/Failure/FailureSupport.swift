@@ -176,6 +176,8 @@ final class FaultRing: @unchecked Sendable {
                          "--gossip-interval", "\(settings.gossipIntervalMilliseconds)", "--copies", "\(settings.copies)",
                          "--grace-period", "\(settings.gracePeriodSeconds)", "--scrub-interval", "\(settings.scrubIntervalSeconds)"]
         if let join = member.join { arguments += ["--join", join.description] }
+        // Nodes in network namespaces listen on addresses other than loopback: the test's own network.
+        if !member.address.isLoopback { arguments.append("--insecure") }
         return arguments
     }
 

@@ -154,7 +154,8 @@ final class NetnsLab: @unchecked Sendable {
         let process = try ChildProcess(executable: "/usr/bin/nsenter",
                                        arguments: ["--net=/run/netns/\(namespace(node))", TestEnvironment.ouroExecutable, "node",
                                                    "--listen", address(node).description, "--data", dataDirectory(node),
-                                                   "--gossip-interval", "\(gossipIntervalMilliseconds)", "--copies", "\(copies)"],
+                                                   "--gossip-interval", "\(gossipIntervalMilliseconds)", "--copies", "\(copies)",
+                                                   "--insecure"],  // the lab's own network, ours alone
                                        outputPath: logPath(node))
         processes[node] = process
         try? "\(process.pid)\n".write(toFile: "\(directory)/node-\(node).pid", atomically: false, encoding: .utf8)

@@ -31,9 +31,10 @@ final class MountedRing: @unchecked Sendable {
     /// Starts `nodes` nodes (`--copies copies`, `--gossip-interval 200`) and mounts the ring once on each node
     /// listed in `mountOn` (mount 0 is `$M` in scripts, mount 1 is `$M1`).
     init(nodes: Int = 3, copies: Int = 2, mountOn: [Int] = [0], attrTimeoutSeconds: Double = 1,
-         diskBytes: Int? = nil, nodeEnvironment: [String: String] = [:], label: String = "mount") throws {
+         diskBytes: Int? = nil, nodeEnvironment: [String: String] = [:], secret: String? = nil, label: String = "mount") throws {
         MountSweeper.sweepOnce()
         var settings = Ring.Settings()
+        settings.secret = secret
         settings.copies = copies
         settings.diskBytes = diskBytes
         settings.environment = nodeEnvironment
@@ -62,13 +63,15 @@ final class MountedRing: @unchecked Sendable {
 
     /// Mounts the ring through node `index` at a new mount point and waits until it shows in the mount table.
     @discardableResult
-    func mount(onNode index: Int, attrTimeoutSeconds: Double = 1, extraArguments: [String] = []) throws -> DriverMount {
+    func mount(onNode index: Int, attrTimeoutSeconds: Double = 1, extraArguments: [String] = [],
+               environment: [String: String] = [:]) throws -> DriverMount {
         let number = mountCounter
         mountCounter += 1
         let mount = try DriverMount(node: ring.address(index), nodeIndex: index,
                                     mountpoint: "\(directory)/mnt-\(number)", cacheDirectory: "\(directory)/cache-\(number)",
                                     logPath: "\(directory)/driver-\(number).log", attrTimeoutSeconds: attrTimeoutSeconds,
-                                    extraArguments: extraArguments)
+                                    extraArguments: (ring.settings.secret != nil ? ["--secret-file", ring.secretPath] : []) + extraArguments,
+                                    environment: environment)
         mounts.append(mount)
         return mount
     }
@@ -81,7 +84,8 @@ final class MountedRing: @unchecked Sendable {
         let node = index ?? mount.nodeIndex
         let again = try DriverMount(node: ring.address(node), nodeIndex: node, mountpoint: mount.mountpoint,
                                     cacheDirectory: mount.cacheDirectory, logPath: mount.logPath,
-                                    attrTimeoutSeconds: mount.attrTimeoutSeconds)
+                                    attrTimeoutSeconds: mount.attrTimeoutSeconds,
+                                    extraArguments: ring.settings.secret != nil ? ["--secret-file", ring.secretPath] : [])
         if let position = mounts.firstIndex(where: { $0 === mount }) { mounts[position] = again } else { mounts.append(again) }
         return again
     }
@@ -212,11 +216,11 @@ final class MountedRing: @unchecked Sendable {
     /// Starts a mounted ring, runs `body`, and always shuts everything down; then records an issue for every
     /// driver that did not exit 0 after its unmount and for anything left behind. `body`'s error is rethrown.
     static func with(nodes: Int = 3, copies: Int = 2, mountOn: [Int] = [0], attrTimeoutSeconds: Double = 1,
-                     diskBytes: Int? = nil, nodeEnvironment: [String: String] = [:], label: String = "mount",
+                     diskBytes: Int? = nil, nodeEnvironment: [String: String] = [:], secret: String? = nil, label: String = "mount",
                      sourceLocation: SourceLocation = #_sourceLocation, _ body: (MountedRing) throws -> Void) throws {
         let started = Deadline.now
         let mounted = try MountedRing(nodes: nodes, copies: copies, mountOn: mountOn, attrTimeoutSeconds: attrTimeoutSeconds,
-                                      diskBytes: diskBytes, nodeEnvironment: nodeEnvironment, label: label)
+                                      diskBytes: diskBytes, nodeEnvironment: nodeEnvironment, secret: secret, label: label)
         var failure: Error?
         do { try body(mounted) } catch { failure = error }
         defer {
@@ -281,7 +285,8 @@ final class DriverMount: @unchecked Sendable {
 
     /// Starts the driver and waits (by the mount table, never `stat`) until the mount is there.
     init(node: NodeAddress, nodeIndex: Int, mountpoint: String, cacheDirectory: String, logPath: String,
-         attrTimeoutSeconds: Double, extraArguments: [String] = [], timeoutSeconds: Double = 20) throws {
+         attrTimeoutSeconds: Double, extraArguments: [String] = [], environment: [String: String] = [:],
+         timeoutSeconds: Double = 20) throws {
         self.node = node
         self.nodeIndex = nodeIndex
         self.mountpoint = mountpoint
@@ -295,7 +300,7 @@ final class DriverMount: @unchecked Sendable {
         process = try ChildProcess(executable: TestEnvironment.ouroExecutable,
                                    arguments: ["mount", "--node", node.description, mountpoint, "--foreground",
                                                "--cache-dir", cacheDirectory, "--attr-timeout", "\(attrTimeoutSeconds)"] + extraArguments,
-                                   outputPath: logPath)
+                                   outputPath: logPath, environment: environment)
         // A pid file whose owner's command line names the scratch directory: a later run's sweep can kill it.
         try? "\(process.pid)\n".write(toFile: "\(logPath).pid", atomically: false, encoding: .utf8)
         let deadline = Deadline(seconds: timeoutSeconds)

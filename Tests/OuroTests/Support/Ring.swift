@@ -200,7 +200,15 @@ final class Ring: @unchecked Sendable {
     func connect(_ index: Int, timeoutSeconds: Int = 30) throws -> TestSocket {
         let socket = try TestSocket(address(index), timeoutSeconds: timeoutSeconds)
         if let secret = settings.secret {
-            try socket.send("NODE AUTH \(secret)\n")
+            // The challenge, as a client proves the secret (`ChallengeAuth`).
+            let clientNonce = ChallengeAuth.nonce()
+            try socket.send("NODE HELLO \(clientNonce)\n")
+            let fields = (try socket.readLine() ?? "").split(separator: " ").map(String.init)
+            guard fields.count == 3, fields[0] == "CHALLENGE",
+                  fields[2] == ChallengeAuth.proof(secret: secret, role: .node, clientNonce: clientNonce, serverNonce: fields[1]) else {
+                throw TestFailure("node \(index) did not prove the cluster secret: \(fields)")
+            }
+            try socket.send("NODE PROVE \(ChallengeAuth.proof(secret: secret, role: .client, clientNonce: clientNonce, serverNonce: fields[1]))\n")
             guard try socket.readLine() == "OK" else { throw TestFailure("node \(index) refused the cluster secret") }
         }
         return socket
