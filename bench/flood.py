@@ -90,6 +90,14 @@ while time.time() - quiet_since < 2 and time.time() - end < 20:
     drain(0.1)
     if (refused, closed) != before:
         quiet_since = time.time()
-held = len(selector.get_map())
+# Held: connected and not answered (let in). A socket still connecting sits in the kernel's queues (the node
+# has not accepted it yet), which is not a connection the node holds.
+held = pending = 0
+for key in list(selector.get_map().values()):
+    try:
+        key.fileobj.getpeername()
+        held += 1
+    except OSError:
+        pending += 1
 print(f"flood: opened {opened}, refused at once {refused}, closed later {closed}, held at the end {held}, "
-      f"could not open {failed}", flush=True)
+      f"still connecting {pending}, could not open {failed}", flush=True)

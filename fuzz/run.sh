@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds fuzz/RequestFuzzer.swift with libFuzzer and AddressSanitizer (swiftc -sanitize=fuzzer,address, over the
 # sources of OuroCore and COuroSupport) and runs it on fuzz/corpus/request for SECONDS (default 60), adding what it
-# finds new to the corpus. A crash leaves its input as crash-* in the current directory: make it a regression test
+# finds new to the corpus (a long run: CORPUS=/tmp/dir, then `request-fuzzer -merge=1 fuzz/corpus/request /tmp/dir`). A crash leaves its input as crash-* in the current directory: make it a regression test
 # (FuzzCorpusTests replays the whole corpus).
 #   bash fuzz/run.sh 1800          # 30 minutes
 set -euo pipefail
@@ -26,6 +26,7 @@ for source in "$top"/Sources/COuroSupport/*.c; do
 done
 swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name OuroFuzz -I "$out/modules" \
     "$top"/Sources/OuroCore/*.swift "$here/RequestFuzzer.swift" "${objects[@]}" -o "$out/request-fuzzer"
-mkdir -p "$here/corpus/request"
+corpus=${CORPUS:-$here/corpus/request}   # CORPUS=dir: grow another directory (merge it in with -merge=1)
+mkdir -p "$corpus"
 "$out/request-fuzzer" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
-    "$here/corpus/request"
+    "$corpus"

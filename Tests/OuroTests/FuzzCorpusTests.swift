@@ -10,19 +10,6 @@ import Testing
     static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("fuzz/corpus/request").path
 
-    final class BytesSource: ByteSource {
-        let bytes: [UInt8]
-        var offset = 0
-        init(_ bytes: [UInt8]) { self.bytes = bytes }
-        func read(into target: UnsafeMutableRawBufferPointer) throws -> Int {
-            let count = min(target.count, bytes.count - offset, 1 + (offset % 7) * 97)
-            guard count > 0 else { return 0 }
-            bytes.withUnsafeBytes { target.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
-            offset += count
-            return count
-        }
-    }
-
     static func inputs() throws -> [(name: String, bytes: [UInt8])] {
         try FileManager.default.contentsOfDirectory(atPath: corpus).sorted().map {
             ($0, Array(try Data(contentsOf: URL(fileURLWithPath: corpus + "/" + $0))))
@@ -32,26 +19,7 @@ import Testing
     @Test func theParserTakesEveryInput() throws {
         let inputs = try Self.inputs()
         #expect(inputs.count >= 8)
-        for (_, data) in inputs {
-            guard let mode = data.first else { continue }
-            let rest = Array(data.dropFirst())
-            switch mode % 4 {
-            case 0, 1:
-                let reader = FramedReader(source: BytesSource(rest))
-                for _ in 0..<64 {
-                    guard let line = try? reader.readLine(maxBytes: mode % 4 == 0 ? Limits.headerLineBytes : 300) else { break }
-                    if let request = try? Request(line: line, maxFileSizeBytes: 1 << 30) { _ = request.payloadBytes }
-                }
-            case 2:
-                _ = try? WireBinary.decode(FSRequest.self, from: rest)
-                _ = try? WireBinary.decode(FSReply.self, from: rest)
-                _ = try? EncodedRecords.decode(rest)
-            default:
-                _ = try? WireJSON.decode(Netmap.self, from: rest)
-                _ = try? WireJSON.decode(NodeInfo.self, from: rest)
-                _ = try? WireJSON.decode(MovePlan.self, from: rest)
-            }
-        }
+        for (_, data) in inputs { ParserExercise.run(data) }
     }
 
     /// Every line input as a session of its own on a node with a cluster secret (what a stranger can send) and on
