@@ -48,7 +48,10 @@ import Testing
             }
             let refused = try #require(number(after: "refused at once "))
             let held = try #require(number(after: "held at the end "))
-            #expect(refused >= 9_000 && held <= Limits.maxUnauthenticatedPerPeer, "\(summary)")
+            // From outside, a connection the kernel completed but the node has not accepted yet (its listen backlog
+            // holds 512; under a loaded machine the accept loop lags) also looks held: the exact per-host cap is
+            // ConnectionBudgetTests' to check.
+            #expect(refused >= 9_000 && held <= Limits.maxUnauthenticatedPerPeer + 512, "\(summary)")
             // The ring is whole and every file reads back from another node.
             try ring.ring.waitForNetmap(ring.ring.expectedNetmap(dead: []), timeoutSeconds: 20)
             #expect(try ring.ring.list(2).filter { $0.name.hasPrefix("during/") }.count == 40)
