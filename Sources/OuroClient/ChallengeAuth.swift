@@ -17,16 +17,9 @@ public enum ChallengeAuth {
         return Hex.encode(bytes)
     }
 
-    /// 64 lowercase hex digits.
-    public static func isNonceOrProof(_ text: some StringProtocol) -> Bool {
-        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
-    }
-
     public static func proof(secret: String, role: Role, clientNonce: String, serverNonce: String) -> String {
         HMACSHA256.hex(key: Array(secret.utf8), message: Array("ouro auth v1 \(role.rawValue) \(clientNonce) \(serverNonce)".utf8))
     }
 
-    public static func matches(_ offered: String, _ expected: String) -> Bool {
-        HMACSHA256.constantTimeEqual(Array(offered.utf8), Array(expected.utf8))
-    }
+    public static func matches(_ offered: String, _ expected: String) -> Bool { ClusterSecret.matches(offered, expected) }
 }

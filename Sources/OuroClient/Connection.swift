@@ -36,7 +36,7 @@ public final class Connection: @unchecked Sendable {
         let reply = try readReply()
         if reply == "OK" { return }  // the node has no secret
         let fields = reply.split(separator: " ")
-        guard fields.count == 3, fields[0] == "CHALLENGE", ChallengeAuth.isNonceOrProof(fields[1]) else {
+        guard fields.count == 3, fields[0] == "CHALLENGE", Hex.is32Bytes(fields[1]) else {
             throw OuroError(.internal, "unexpected answer to NODE HELLO from \(address): \(reply.prefix(80))")
         }
         let serverNonce = String(fields[1])

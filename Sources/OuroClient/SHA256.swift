@@ -56,12 +56,4 @@ public enum HMACSHA256 {
         }
         return Hex.encode(digest)
     }
-
-    /// Compares in time that does not depend on where the two differ (a guess learns nothing from the delay).
-    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for (x, y) in zip(a, b) { difference |= x ^ y }
-        return difference == 0
-    }
 }

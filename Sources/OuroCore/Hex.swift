@@ -3,6 +3,11 @@
 public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 
+    /// 64 lowercase hex digits: a SHA-256 digest or a 32-byte nonce as the wire spells them.
+    public static func is32Bytes(_ text: some StringProtocol) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
     public static func encode(_ bytes: some Collection<UInt8>) -> String {
         String(unsafeUninitializedCapacity: bytes.count * 2) { buffer in
             var index = 0

@@ -188,13 +188,13 @@ public enum Request: Sendable, Equatable {
             self = .nodeAuth(secret: secret)
         case ("NODE", "HELLO"):
             let nonce = String(try fields.rest())
-            guard nonce.utf8.count == 64, nonce.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            guard Hex.is32Bytes(nonce) else {
                 throw .badRequest("NODE HELLO wants a nonce of 64 lowercase hex digits")
             }
             self = .nodeHello(nonce: nonce)
         case ("NODE", "PROVE"):
             let proof = String(try fields.rest())
-            guard proof.utf8.count == 64, proof.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            guard Hex.is32Bytes(proof) else {
                 throw .badRequest("NODE PROVE wants a proof of 64 lowercase hex digits")
             }
             self = .nodeProve(proof: proof)

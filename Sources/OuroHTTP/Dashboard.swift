@@ -37,7 +37,7 @@ public struct Dashboard: Sendable {
     func isAuthorized(_ request: Request) -> Bool {
         guard let token = sessionToken else { return true }
         guard let presented = request.cookies[Self.cookieName]?.value else { return false }
-        return HMACSHA256.constantTimeEqual(Array(presented.utf8), Array(token.utf8))
+        return ClusterSecret.matches(presented, token)
     }
 
     func addRoutes(to router: Router<BasicRequestContext>) {
@@ -51,7 +51,7 @@ public struct Dashboard: Sendable {
         router.post("api/login") { request, _ -> Response in
             let body = try await request.body.collect(upTo: ClusterSecret.maxBytes + 64)
             guard let secret, let token = sessionToken,
-                  HMACSHA256.constantTimeEqual(Array(String(buffer: body).trimmingWhitespace().utf8), Array(secret.utf8))
+                  let offered = ClusterSecret.parse(String(buffer: body)), ClusterSecret.matches(offered, secret)
             else {
                 usleep(200_000)  // a wrong guess costs the guesser time
                 return json(#"{"error":"wrong secret"}"#, status: .unauthorized)
@@ -156,13 +156,4 @@ func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
 func encode<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
              body: ResponseBody(byteBuffer: ByteBuffer(bytes: WireJSON.encode(value))))
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !" \t\r\n".unicodeScalars.contains($0) }),
-              let last = scalars.lastIndex(where: { !" \t\r\n".unicodeScalars.contains($0) }) else { return "" }
-        return String(scalars[first...last])
-    }
 }
