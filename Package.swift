@@ -22,13 +22,16 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // The system OpenSSL (Debian's libssl-dev): SHA-256 of file contents.
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
+        // TLS 1.3 keyed by the cluster secret (external PSK) through the system OpenSSL's libssl: a thin C layer,
+        // since OpenSSL's setup is mostly macros Swift cannot call.
+        .target(name: "COuroTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         // The C bridge to libfuse3 (low-level API).
         .target(name: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
         // Pure code shared by everything: wire protocol, chunk layout, catalog model. No I/O.
         .target(name: "OuroCore", dependencies: ["COuroSupport"]),
         // Blocking socket client for nodes, shared by the node (peer traffic), the CLI and the FUSE driver.
         .target(name: "OuroClient", dependencies: [
-            "OuroCore", "COuroSupport", "COpenSSL",
+            "OuroCore", "COuroSupport", "COpenSSL", "COuroTLS",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),

@@ -5,8 +5,8 @@
 #   examples/nc-session.sh                  # talks to 127.0.0.1:7000
 #   NODE=127.0.0.1:7100 examples/nc-session.sh
 #
-# A ring with a cluster secret (what `ouro up` starts) refuses these over TCP until the connection proves it knows
-# the secret, which takes an HMAC (NODE HELLO, NODE PROVE: docs/protocol.md), not something to type. On the node's
+# A ring with a cluster secret (what `ouro up` starts) takes TCP connections in TLS keyed by the secret only (or,
+# started with --insecure, after a proof that takes an HMAC: NODE HELLO, NODE PROVE), nothing to type. On the node's
 # own machine its Unix socket needs no secret (it lets in the node's own user only): `NODE LOCAL`, which any client
 # may ask, names it, and this script then talks `nc -NU <socket>`. Exit status 0: every answer had the documented form.
 set -euo pipefail

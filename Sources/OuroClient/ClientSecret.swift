@@ -20,6 +20,24 @@ public enum ClientSecret {
         lock.withLock { value = .some(secret) }
     }
 
+    nonisolated(unsafe) private static var encryption: Bool? = nil
+
+    /// Whether TCP connections with a secret are encrypted (TLS keyed by it): yes, unless `--insecure` said no
+    /// (`use(encryption:)`) or `OURO_INSECURE=1` is in the environment; then the secret is proved by the challenge
+    /// alone and bytes cross in the clear (a trusted network).
+    public static var encrypts: Bool {
+        lock.withLock {
+            if let encryption { return encryption }
+            let on = getenv("OURO_INSECURE").map { String(cString: $0) != "1" } ?? true
+            encryption = on
+            return on
+        }
+    }
+
+    public static func use(encryption on: Bool) {
+        lock.withLock { encryption = on }
+    }
+
     /// Reads a secret file: 1–256 printable characters without spaces (surrounding whitespace ignored).
     public static func load(file path: String) throws -> String {
         guard let fd = Optional(open(path, O_RDONLY | O_CLOEXEC)), fd >= 0 else {

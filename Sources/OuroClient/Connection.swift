@@ -28,9 +28,14 @@ public final class Connection: @unchecked Sendable {
     }
 
     /// Proves the cluster secret, if this process has one (`ClientSecret`), before anything else on a TCP
-    /// connection, without sending it (`ChallengeAuth`): the node must prove it first.
+    /// connection, without sending it: by the TLS handshake keyed with it (`TLSContext`, the default), or where
+    /// encryption is off by the challenge (`ChallengeAuth`), in which the node must prove it first.
     func authenticate() throws {
         guard let secret = ClientSecret.current else { return }
+        if ClientSecret.encrypts {
+            try socket.startTLS(TLSContext.client(secret: secret))
+            return
+        }
         let clientNonce = ChallengeAuth.nonce()
         try send("NODE HELLO \(clientNonce)")
         let reply = try readReply()

@@ -156,8 +156,8 @@ public struct NodeClient: Sendable {
         throw OuroError(.unavailable, "FILE SHORT ended early")
     }
 
-    /// Sends `header`, then `sizeBytes` of the regular file `file` from its start (with sendfile: no copy through
-    /// this process), then lets `reply` read the answer.
+    /// Sends `header`, then `sizeBytes` of the regular file `file` from its start (with sendfile where the
+    /// connection is plain: no copy through this process), then lets `reply` read the answer.
     public func upload<T>(header: String, file: Int32, offset: UInt64 = 0, sizeBytes: UInt64, progress: ((UInt64) -> Void)? = nil,
                           reply: (Connection) throws -> T) throws -> T {
         let connection = try Connection(to: address)
@@ -177,14 +177,13 @@ public struct NodeClient: Sendable {
                 requestedUpTo += length
             }
             let want = Int(min(UInt64(4 * Limits.streamBufferBytes), end - UInt64(position)))
-            let count = sendfile(connection.socket.fd, file, &position, want)
-            if count > 0 { SocketTraffic.sent.add(UInt64(count), ordering: .relaxed) }
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 {
-                let reason = String(cString: strerror(errno))
+            let count: Int
+            do {
+                count = try connection.socket.sendFile(file, from: &position, count: want)
+            } catch {
                 // The node may have refused the upload early: its ERR line says why.
                 if let line = try? connection.reader.readLine(), let refusal = OuroError(errorLine: line) { throw refusal }
-                throw OuroError.unavailable("sending to \(address): \(reason)")
+                throw error
             }
             guard count > 0 else { throw OuroError(.badRequest, "the file ended \(end - UInt64(position)) bytes early") }
             progress?(UInt64(position) - offset)

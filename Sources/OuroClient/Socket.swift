@@ -1,12 +1,22 @@
 import COuroSupport
+import COuroTLS
 import Glibc
 import Synchronization
 import OuroCore
 
-/// A blocking TCP socket with send/receive timeouts. Closed when released.
+/// A blocking TCP socket with send/receive timeouts, plain or encrypted (`startTLS`). Closed when released.
+/// Like any blocking connection, one thread at a time reads or writes it (another may `abort` it).
 public final class Socket: ByteSource, @unchecked Sendable {
     public let fd: Int32
     public let peer: String
+    /// The TLS session once `startTLS` succeeded: every byte then goes through it.
+    private var tls: OpaquePointer?
+    /// Where `sendFile` reads a file's bytes to encrypt them (TLS only; made on first use).
+    private var fileBuffer: UnsafeMutableRawBufferPointer?
+
+    /// Whether bytes on this socket are encrypted: `sendFile` then reads and encrypts instead of handing the kernel the file
+    /// (sendfile).
+    public var isEncrypted: Bool { tls != nil }
 
     public init(fd: Int32, peer: String) {
         self.fd = fd
@@ -15,7 +25,35 @@ public final class Socket: ByteSource, @unchecked Sendable {
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
-    deinit { close(fd) }
+    deinit {
+        if let tls { ouro_tls_free(tls) }
+        fileBuffer?.deallocate()
+        close(fd)
+    }
+
+    /// Runs the TLS handshake (client or server side, as `context` is) within the socket's timeouts; afterwards
+    /// everything read and written is encrypted and authenticated.
+    public func startTLS(_ context: TLSContext) throws {
+        precondition(tls == nil, "TLS started twice")
+        var reason = [CChar](repeating: 0, count: 256)
+        guard let session = ouro_tls_start(context.pointer, fd, &reason, reason.count) else {
+            let code = errno
+            let text = String(cString: reason)
+            switch code {
+            case EAGAIN, EWOULDBLOCK:
+                throw OuroError.unavailable("timed out in the TLS handshake with \(peer)")
+            case EPROTO:
+                throw OuroError(.denied, "the TLS handshake with \(peer) failed (\(text.isEmpty ? "protocol error" : text)): it has a "
+                                + "different cluster secret, or is not an encrypting OuroborosFS node")
+            case ECONNRESET:
+                throw OuroError.unavailable("\(peer) closed the connection during the TLS handshake (a node without a cluster "
+                                            + "secret, or started with --insecure, does so)")
+            default:
+                throw OuroError.unavailable("TLS handshake with \(peer): \(String(cString: strerror(code)))")
+            }
+        }
+        tls = session
+    }
 
     /// Connects to `address`, trying each resolved address, each within `timeoutMilliseconds`.
     public static func connect(to address: NodeAddress, timeoutMilliseconds: Int = Limits.connectTimeoutMilliseconds) throws -> Socket {
@@ -94,6 +132,14 @@ public final class Socket: ByteSource, @unchecked Sendable {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if let tls {
+            let count = ouro_tls_read(tls, buffer.baseAddress, buffer.count)
+            if count >= 0 {
+                SocketTraffic.received.add(UInt64(count), ordering: .relaxed)
+                return count
+            }
+            throw transportError(reading: true)
+        }
         while true {
             let count = recv(fd, buffer.baseAddress, buffer.count, 0)
             if count >= 0 {
@@ -109,6 +155,12 @@ public final class Socket: ByteSource, @unchecked Sendable {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if let tls {
+            guard !bytes.isEmpty else { return }
+            guard ouro_tls_write(tls, bytes.baseAddress, bytes.count) >= 0 else { throw transportError(reading: false) }
+            SocketTraffic.sent.add(UInt64(bytes.count), ordering: .relaxed)
+            return
+        }
         var sent = 0
         while sent < bytes.count {
             let count = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
@@ -138,6 +190,15 @@ public final class Socket: ByteSource, @unchecked Sendable {
     /// without copying the payload next to the header.
     public func write(line: String, then body: [UInt8]) throws {
         var header = Array((line + "\n").utf8)
+        if isEncrypted {
+            // One record for a small answer (one segment, as below); a big body needs no copy next to its header.
+            if body.count <= Self.tlsRecordBytes {
+                header.append(contentsOf: body)
+                return try write(header)
+            }
+            try write(header)
+            return try write(body)
+        }
         let sent: Int = header.withUnsafeMutableBytes { head in
             body.withUnsafeBytes { payload in
                 var parts = [iovec(iov_base: head.baseAddress, iov_len: head.count),
@@ -163,8 +224,54 @@ public final class Socket: ByteSource, @unchecked Sendable {
         }
     }
 
+    /// Sends up to `count` bytes of the regular file `file` from `position` (advanced by what was sent): with
+    /// sendfile on a plain socket (page cache to socket, no copy through this process), read and encrypted here on
+    /// a TLS one. Returns the bytes sent; 0: the file ended.
+    public func sendFile(_ file: Int32, from position: inout off_t, count: Int) throws -> Int {
+        guard isEncrypted else {
+            while true {
+                let sent = sendfile(fd, file, &position, count)
+                if sent >= 0 {
+                    SocketTraffic.sent.add(UInt64(sent), ordering: .relaxed)
+                    return sent
+                }
+                if errno == EINTR { continue }
+                throw errno == EAGAIN ? OuroError.unavailable("timed out writing to \(peer)")
+                    : OuroError.unavailable("writing to \(peer): \(String(cString: strerror(errno)))")
+            }
+        }
+        if fileBuffer == nil { fileBuffer = .allocate(byteCount: Limits.streamBufferBytes, alignment: 4096) }
+        let buffer = fileBuffer!
+        while true {
+            let got = pread(file, buffer.baseAddress, min(count, buffer.count), position)
+            if got < 0 && errno == EINTR { continue }
+            guard got >= 0 else { throw OuroError.unavailable("reading the file to send to \(peer): \(String(cString: strerror(errno)))") }
+            guard got > 0 else { return 0 }
+            try write(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
+            position += off_t(got)
+            return got
+        }
+    }
+
+    /// The largest TLS record's plaintext.
+    static let tlsRecordBytes = 16384
+
+    /// The error after a failed TLS read or write (errno set by COuroTLS).
+    private func transportError(reading: Bool) -> OuroError {
+        let code = errno
+        let direction = reading ? "reading from" : "writing to"
+        switch code {
+        case EAGAIN, EWOULDBLOCK: return OuroError.unavailable("timed out \(direction) \(peer)")
+        case EPROTO: return OuroError.unavailable("\(direction) \(peer): TLS failure (\(TLSContext.lastError()))")
+        default: return OuroError.unavailable("\(direction) \(peer): \(String(cString: strerror(code)))")
+        }
+    }
+
     /// Tells the peer nothing more will be sent (e.g. after a payload), keeping the read side open.
-    public func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+    public func shutdownWrite() {
+        if let tls { ouro_tls_close_write(tls) }
+        shutdown(fd, Int32(SHUT_WR))
+    }
 
     /// Ends the connection at once in both directions (wakes up a peer blocked on it).
     public func abort() { shutdown(fd, Int32(SHUT_RDWR)) }

@@ -95,16 +95,12 @@ extension Node: LocalChunkSource {
             _ = posix_fadvise(fd.rawValue, off_t(offset), off_t(length), POSIX_FADV_RANDOM)
         }
         try session.reply("DATA \(length)")
-        // sendfile: the bytes go from the page cache to the socket without a copy through this process.
+        // On a plain connection sendfile: the bytes go from the page cache to the socket without a copy through
+        // this process. On TLS they are read and encrypted here.
         var position = off_t(offset)
         let end = off_t(offset + length)
         while position < end {
-            let count = sendfile(session.socket.fd, fd.rawValue, &position, Int(min(off_t(Limits.streamBufferBytes * 4), end - position)))
-            if count > 0 { SocketTraffic.sent.add(UInt64(count), ordering: .relaxed) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw OuroError.unavailable("sending \(chunk): \(String(cString: strerror(errno)))")
-            }
+            let count = try session.socket.sendFile(fd.rawValue, from: &position, count: Int(min(off_t(Limits.streamBufferBytes * 4), end - position)))
             // The header promised `length` bytes: a chunk that shrank under us cannot be served honestly.
             guard count > 0 else { throw OuroError(.corrupt, "chunk \(chunk) ended early") }
         }

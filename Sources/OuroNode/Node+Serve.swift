@@ -41,6 +41,29 @@ extension Node {
         var unauthenticatedRequests = 0
         /// The nonces of this connection's challenge (client's, node's), once `NODE HELLO` came.
         var challenge: (String, String)?
+        /// A plain-text TCP connection to a node whose ring encrypts: it may only ask `NODE PING` and `NODE LOCAL`.
+        var plainOnEncryptedRing = false
+        if !trusted {
+            // TLS or plain text, told by the first byte (a TLS handshake record starts with 0x16; a request with a
+            // letter). Within the time to authenticate: a connection that sends nothing is not held longer.
+            socket.setTimeouts(seconds: authenticated ? Limits.idleTimeoutSeconds : Limits.unauthenticatedIdleSeconds)
+            guard let first = socket.peekFirstByte() else { return }
+            if first == Socket.tlsHandshakeByte {
+                // Without a secret there is no key: closing tells the client (its handshake ends) at once.
+                guard let secret = configuration.secret else { return }
+                do {
+                    try socket.startTLS(TLSContext.server(secret: secret))
+                } catch {
+                    if wrongSecretLog.shouldLog() { logger.warning("TLS handshake failed", metadata: ["peer": "\(socket.peer)", "error": "\(error)"]) }
+                    return
+                }
+                // The handshake proved the secret both ways (the PSK binder, the Finished messages).
+                authenticated = true
+                noteProved(admission)
+            } else if configuration.secret != nil && configuration.requiresEncryption {
+                plainOnEncryptedRing = true
+            }
+        }
         while !isStopping {
             // A client that has not proved it knows the secret does not get to hold a connection long: it has
             // `authenticateWithinSeconds` from being accepted, whatever it sends.
@@ -88,6 +111,9 @@ extension Node {
                 }
                 refuseAndClose(session, OuroError(.denied, "NODE AUTH would send the secret in the clear; prove it with NODE HELLO and NODE PROVE, or use the node's Unix socket (docs/protocol.md)"))
                 return
+            case .nodeHello where plainOnEncryptedRing, .nodeProve where plainOnEncryptedRing:
+                refuseAndClose(session, Self.encryptedRingRefusal)
+                return
             case .nodeHello(let clientNonce):
                 guard let secret = configuration.secret, !authenticated else {
                     guard (try? session.reply("OK")) != nil else { return }  // no secret here: nothing to prove
@@ -126,7 +152,8 @@ extension Node {
             guard authenticated || ((request == .nodePing || request == .nodeLocal) && unauthenticatedRequests <= Limits.unauthenticatedPings) else {
                 // Nothing of an unauthenticated request runs, and a payload it announced is never read as commands.
                 // (A few pings are answered, not an endless stream that would hold the connection open.)
-                refuseAndClose(session, OuroError(.denied, "this ring has a cluster secret: prove it first (NODE HELLO, NODE PROVE)"))
+                refuseAndClose(session, plainOnEncryptedRing ? Self.encryptedRingRefusal
+                                        : OuroError(.denied, "this ring has a cluster secret: prove it first (NODE HELLO, NODE PROVE)"))
                 return
             }
             let started = monotonicNanoseconds()
@@ -156,6 +183,10 @@ extension Node {
             }
         }
     }
+
+    static let encryptedRingRefusal = OuroError(.denied, "this ring has a cluster secret and encrypts its traffic: connect with TLS "
+                                                + "keyed by the secret (ouro, a mount or a node given --secret-file), or use the node's Unix "
+                                                + "socket (NODE LOCAL names it; docs/protocol.md)")
 
     /// A header whose command carries a payload (by its first two words), even if the rest did not parse.
     private func announcesPayload(_ line: String) -> Bool {

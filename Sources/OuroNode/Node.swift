@@ -22,8 +22,11 @@ public struct NodeConfiguration: Sendable {
     public var gracePeriodSeconds = 60
     /// Seconds between two scrub passes over every local chunk copy.
     public var scrubIntervalSeconds = 600
-    /// The cluster secret a TCP client must send first (`ClusterSecret`); nil: none.
+    /// The cluster secret a TCP client must prove first (`ClusterSecret`); nil: none.
     public var secret: String?
+    /// With a secret: TCP connections must be TLS keyed by it (`TLSContext`), except for `NODE PING` and `NODE
+    /// LOCAL`. Off (`--insecure`): the challenge alone is enough, and bytes may cross in the clear.
+    public var requiresEncryption = true
 
     public init(listen: NodeAddress, dataDirectory: FilePath) {
         self.listen = listen

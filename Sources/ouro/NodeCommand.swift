@@ -19,10 +19,10 @@ struct NodeCommand: ParsableCommand {
     @Option(help: "Copies of every chunk (1 = no copies).") var copies = 2
     @Option(name: .customLong("grace-period"), help: "Seconds a node may stay dead before its chunks are re-replicated elsewhere.") var gracePeriod = 60
     @Option(name: .customLong("scrub-interval"), help: "Seconds between scrub passes over every local chunk copy.") var scrubInterval = 600
-    @Option(name: .customLong("secret-file"), help: "File holding the cluster secret: TCP clients must prove they know it first (NODE HELLO, NODE PROVE), and this node proves it to its peers.")
+    @Option(name: .customLong("secret-file"), help: "File holding the cluster secret: TCP connections (from clients and to peers) are TLS 1.3 keyed by it, which proves it both ways.")
     var secretFile: String?
     @Option(help: "Serve the web dashboard (/) and GET /metrics (Prometheus text) on this address (host:port).") var http: NodeAddress?
-    @Flag(help: "Allow running without a cluster secret on an address other than loopback (trusted networks only).")
+    @Flag(help: "Do not require encryption: allow running without a cluster secret on an address other than loopback, and with a secret accept (and use) plain-text connections that prove it by the challenge (NODE HELLO, NODE PROVE). Trusted networks only.")
     var insecure = false
 
     func run() throws {
@@ -42,6 +42,10 @@ struct NodeCommand: ParsableCommand {
         if let secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE") {
             do { configuration.secret = try ClientSecret.load(file: secretFile) } catch { throw fail("\(error)") }
             ClientSecret.use(configuration.secret)
+        }
+        if insecure {
+            configuration.requiresEncryption = false
+            ClientSecret.use(encryption: false)
         }
         if configuration.secret == nil && !insecure {
             for address in [listen] + (http.map { [$0] } ?? []) where !address.isLoopback {

@@ -44,8 +44,11 @@ struct NodeOption: ParsableArguments {
     var node: NodeAddress = NodeAddress(host: "127.0.0.1", port: 7000)
     @Option(name: .customLong("secret-file"), help: "File holding the ring's cluster secret (default: the file named by OURO_SECRET_FILE, if any).")
     var secretFile: String?
+    @Flag(help: "Prove the secret by the challenge and send bytes in the clear, not over TLS (for a ring whose nodes run --insecure; also OURO_INSECURE=1).")
+    var insecure = false
 
     func validate() throws {
+        if insecure { ClientSecret.use(encryption: false) }
         guard let secretFile else { return }
         do {
             ClientSecret.use(try ClientSecret.load(file: secretFile))

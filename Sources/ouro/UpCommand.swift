@@ -96,7 +96,7 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Serve the web dashboard and GET /metrics from here on: node i on this port + i, the mount's metrics on the port after the nodes' (host:port; default: the first free ports from 127.0.0.1:8000).")
     var http: NodeAddress?
     @Flag(name: .customLong("no-http"), help: "Serve no dashboard and no metrics.") var noHTTP = false
-    @Flag(help: "Run the ring without a cluster secret (anyone who reaches a port can use it: trusted networks only).")
+    @Flag(help: "Do not encrypt the ring's traffic, and make no cluster secret (with --secret-file: the secret is still proved, by a challenge, but bytes cross in the clear). Trusted networks only.")
     var insecure = false
 
     func run() throws {
@@ -113,7 +113,8 @@ struct UpCommand: ParsableCommand {
         // Closed by default: a secret of our own in the data directory when none is given (kept across restarts).
         var secretArguments: [String] = []
         var madeSecret: String?
-        if !insecure {
+        if insecure { ClientSecret.use(encryption: false) }
+        if !insecure || secretFile != nil {
             var secretFile = secretFile ?? ProcessInfoLite.environment("OURO_SECRET_FILE")
             if secretFile == nil {
                 secretFile = root + "/secret"
@@ -173,6 +174,7 @@ struct UpCommand: ParsableCommand {
             mkdir(mountpoint, 0o755)
             let driver = Child(name: "mount \(mountpoint)",
                                arguments: ["mount", "--node", addresses[0].description, mountpoint, "--foreground"] + secretArguments
+                                   + (insecure ? ["--insecure"] : [])
                                    + (metricsAddress(nodes).map { ["--http", $0.description] } ?? []),
                                logPath: "\(root)/mount.log")
             try driver.spawn()
@@ -187,6 +189,8 @@ struct UpCommand: ParsableCommand {
         if let secret = secretArguments.last {
             print("Cluster secret: \(secret)\(madeSecret != nil ? " (made now)" : "")  (clients on this machine need nothing;"
                   + " elsewhere: --secret-file or OURO_SECRET_FILE)")
+            print(insecure ? "Traffic is not encrypted (--insecure): anyone on the network can read it."
+                           : "Traffic between nodes, mounts and tools: TLS 1.3 keyed by the secret.")
         } else {
             print("No cluster secret (--insecure): anyone who reaches these ports can read, write and stop the ring.")
         }

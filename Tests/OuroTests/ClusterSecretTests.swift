@@ -4,8 +4,9 @@ import OuroClient
 import OuroCore
 import Testing
 
-/// A ring started with a cluster secret: nothing but `NODE PING`, `NODE LOCAL` and the challenge runs for a TCP
-/// client that has not proved it knows the secret; the secret itself never crosses the wire (`NODE AUTH` is refused
+/// A ring started with a cluster secret and `--insecure` (plain text, the secret proved by the challenge; the default,
+/// TLS, is `EncryptionTests`): nothing but `NODE PING`, `NODE LOCAL` and the challenge runs for a TCP client that has
+/// not proved it knows the secret; the secret itself never crosses the wire (`NODE AUTH` is refused
 /// even with the right one), a recorded proof does not work again, a refused request's payload is never read as
 /// commands, and the nodes, the mount and `ouro` that have the secret work as usual.
 @Suite struct ClusterSecretTests {
@@ -24,7 +25,7 @@ import Testing
 
     @Test func requestsNeedTheSecret() throws {
         // Nodes on TCP between themselves (no Unix sockets): every relay hop and catalog update proves the secret.
-        let ring = try Ring(nodes: 3, settings: Ring.Settings(secret: Self.secret, environment: ["OURO_LOCAL_ROUTES": "0"]),
+        let ring = try Ring(nodes: 3, settings: Ring.Settings(secret: Self.secret, insecure: true, environment: ["OURO_LOCAL_ROUTES": "0"]),
                             label: "secret")
         defer { ring.shutdown() }
         // Pushed through node 1 (with the secret): the relay and the catalog broadcast between nodes carry it too.
@@ -98,20 +99,21 @@ import Testing
             "OURO_SECRET_FILE=\(ring.secretPath) OURO_LOCAL_ROUTES=0 \(TestEnvironment.ouroExecutable) pull --node \(ring.address(2)) kept.txt -",
             in: directory, timeoutSeconds: 30)
         #expect(status == .exited(0) && output == bytes, "\(String(decoding: output, as: UTF8.self))")
-        // With the wrong secret, every command says so.
+        // With the wrong secret, every command says so (by the challenge: OURO_INSECURE=1).
         try "not-the-secret\n".write(toFile: directory + "/wrong", atomically: true, encoding: .utf8)
         for command in ["ls", "status", "verify", "pull kept.txt -"] {
             let (wrongStatus, wrongOutput) = try ChildProcess.shell(
-                "OURO_LOCAL_ROUTES=0 \(TestEnvironment.ouroExecutable) \(command) --node \(ring.address(1)) --secret-file \(directory)/wrong 2>&1",
+                "OURO_INSECURE=1 OURO_LOCAL_ROUTES=0 \(TestEnvironment.ouroExecutable) \(command) --node \(ring.address(1)) --secret-file \(directory)/wrong 2>&1",
                 in: directory, timeoutSeconds: 30)
             let text = String(decoding: wrongOutput, as: UTF8.self)
             #expect(wrongStatus != .exited(0) && text.contains("proved a different cluster secret"), "\(command): \(text)")
         }
     }
 
-    /// What crosses the wire between `ouro` and a node, read by a proxy in between: the secret never does.
+    /// What crosses the wire between `ouro` and a node, read by a proxy in between, when the ring does not encrypt:
+    /// the challenge does, the secret never does.
     @Test func theSecretNeverCrossesTheWire() throws {
-        let ring = try Ring(nodes: 2, settings: Ring.Settings(secret: Self.secret), label: "secret-wire")
+        let ring = try Ring(nodes: 2, settings: Ring.Settings(secret: Self.secret, insecure: true), label: "secret-wire")
         defer { ring.shutdown() }
         let proxyPort = try PortAllocator.freePort()
         let capture = ring.directory + "/capture.bin"
@@ -144,7 +146,7 @@ import Testing
         try "bytes through the proxy\n".write(toFile: file, atomically: true, encoding: .utf8)
         for command in ["push \(file) through.txt", "ls", "status", "pull through.txt \(ring.directory)/out.txt"] {
             let (status, output) = try ChildProcess.shell(
-                "OURO_LOCAL_ROUTES=0 OURO_SECRET_FILE=\(ring.secretPath) \(TestEnvironment.ouroExecutable) \(command) --node 127.0.0.1:\(proxyPort) 2>&1",
+                "OURO_INSECURE=1 OURO_LOCAL_ROUTES=0 OURO_SECRET_FILE=\(ring.secretPath) \(TestEnvironment.ouroExecutable) \(command) --node 127.0.0.1:\(proxyPort) 2>&1",
                 in: ring.directory, timeoutSeconds: 30)
             #expect(status == .exited(0), "\(command): \(String(decoding: output, as: UTF8.self))")
         }

@@ -12,8 +12,11 @@ final class Ring: @unchecked Sendable {
         var copies = 2
         var gossipIntervalMilliseconds = 200
         var maxFileSizeBytes: UInt64? = nil
-        /// A cluster secret: the nodes get it in a file, and `connect` sends it first.
+        /// A cluster secret: the nodes get it in a file, and `connect` proves it first (by TLS keyed with it, or by
+        /// the challenge where `insecure`).
         var secret: String? = nil
+        /// The nodes run `--insecure`: with a secret, plain text proved by the challenge instead of TLS.
+        var insecure = false
         /// Added to each node's environment.
         var environment: [String: String] = [:]
         /// Each node's data directory on a tmpfs of this many bytes (a small disk to fill; needs root).
@@ -82,6 +85,7 @@ final class Ring: @unchecked Sendable {
                          "--gossip-interval", "\(settings.gossipIntervalMilliseconds)", "--copies", "\(settings.copies)"]
         if let max = settings.maxFileSizeBytes { arguments += ["--max-file-size", "\(max)"] }
         if settings.secret != nil { arguments += ["--secret-file", secretPath] }
+        if settings.insecure { arguments.append("--insecure") }
         if let port = member.httpPort { arguments += ["--http", "127.0.0.1:\(port)"] }
         return arguments
     }
@@ -199,7 +203,9 @@ final class Ring: @unchecked Sendable {
 
     func connect(_ index: Int, timeoutSeconds: Int = 30) throws -> TestSocket {
         let socket = try TestSocket(address(index), timeoutSeconds: timeoutSeconds)
-        if let secret = settings.secret {
+        if let secret = settings.secret, !settings.insecure {
+            try socket.startTLS(secret: secret)
+        } else if let secret = settings.secret {
             // The challenge, as a client proves the secret (`ChallengeAuth`).
             let clientNonce = ChallengeAuth.nonce()
             try socket.send("NODE HELLO \(clientNonce)\n")

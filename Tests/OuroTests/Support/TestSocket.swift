@@ -1,13 +1,17 @@
+import COuroTLS
 import Glibc
+import OuroClient
 import OuroCore
 
-/// A plain blocking TCP client for talking the wire protocol byte for byte, independent of `OuroClient`.
+/// A plain blocking TCP client for talking the wire protocol byte for byte, independent of `OuroClient`'s
+/// connections (on an encrypting ring, `startTLS` runs the same TLS as every client, through COuroTLS).
 /// Every receive and send is bounded by a timeout, so a silent node fails the test instead of hanging it.
 final class TestSocket {
     let fd: Int32
     private var buffer: [UInt8] = []
     private var bufferStart = 0
     private(set) var closed = false
+    private var tls: OpaquePointer?
 
     init(_ address: NodeAddress, timeoutSeconds: Int = 30) throws {
         var hints = addrinfo()
@@ -36,11 +40,27 @@ final class TestSocket {
     func close() {
         guard !closed else { return }
         closed = true
+        if let tls { ouro_tls_free(tls) }
         Glibc.close(fd)
+    }
+
+    /// The TLS handshake keyed by the cluster secret (`TLSContext`): what an encrypting ring's nodes expect first.
+    func startTLS(secret: String) throws {
+        var reason = [CChar](repeating: 0, count: 256)
+        guard let session = ouro_tls_start(TLSContext.client(secret: secret).pointer, fd, &reason, reason.count) else {
+            throw TestFailure("TLS handshake failed: \(String(cString: reason)) (\(String(cString: strerror(errno))))")
+        }
+        tls = session
     }
 
     /// Sends every byte (fails on a timeout or a reset).
     func send(_ bytes: UnsafeRawBufferPointer) throws {
+        if let tls {
+            guard bytes.isEmpty || ouro_tls_write(tls, bytes.baseAddress, bytes.count) >= 0 else {
+                throw TestFailure("TLS send failed: \(String(cString: strerror(errno)))")
+            }
+            return
+        }
         var sent = 0
         while sent < bytes.count {
             let count = Glibc.send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
@@ -55,7 +75,10 @@ final class TestSocket {
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     /// Half-closes: the node sees end of stream, and we can still read its replies.
-    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+    func shutdownWrite() {
+        if let tls { ouro_tls_close_write(tls) }
+        shutdown(fd, Int32(SHUT_WR))
+    }
 
     /// Reads what is available (0 at end of stream). A timeout throws.
     func receive(into target: UnsafeMutableRawBufferPointer) throws -> Int {
@@ -66,6 +89,13 @@ final class TestSocket {
             }
             bufferStart += count
             return count
+        }
+        while let tls {
+            let count = ouro_tls_read(tls, target.baseAddress, target.count)
+            if count >= 0 { return count }
+            if errno == EAGAIN { throw TestFailure("timed out waiting for the node") }
+            if errno == ECONNRESET { return 0 }
+            throw TestFailure("TLS receive failed: \(String(cString: strerror(errno)))")
         }
         while true {
             let count = recv(fd, target.baseAddress, target.count, 0)
