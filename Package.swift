@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "ouro", targets: ["ouro"]),
+        // The node and its client library, for programs beside the project (fuzz/run-node.sh's fuzzer).
+        .library(name: "OuroKit", targets: ["OuroCore", "OuroClient", "OuroNode"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -13,9 +14,93 @@ struct ouro_tls_context {
     uint8_t key[64];
 };
 
+/// One connection: its SSL, and the socket under it through a BIO of our own (`socket_method`), which gathers the
+/// records one SSL_write makes into large sends (OpenSSL's socket BIO sends each 16 KiB record by itself: a system
+/// call and a loopback wake-up each) and can read without waiting (`dont_wait`, to drain what has arrived).
 struct ouro_tls {
     SSL *ssl;
+    int fd;
+    int dont_wait;
+    int at_eof;
+    size_t buffered;
+    uint8_t *buffer;  // OUTGOING_BYTES, made on the first write
 };
+
+enum { OUTGOING_BYTES = 256 * 1024 };
+
+/// Sends what the BIO gathered; 0, or -1 with errno.
+static int flush_outgoing(struct ouro_tls *tls) {
+    size_t sent = 0;
+    while (sent < tls->buffered) {
+        ssize_t count = send(tls->fd, tls->buffer + sent, tls->buffered - sent, MSG_NOSIGNAL);
+        if (count > 0) { sent += (size_t)count; continue; }
+        if (count < 0 && errno == EINTR) continue;
+        if (count == 0) errno = EPIPE;
+        return -1;
+    }
+    tls->buffered = 0;
+    return 0;
+}
+
+static int socket_write(BIO *bio, const char *data, size_t length, size_t *written) {
+    struct ouro_tls *tls = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    *written = 0;
+    if (tls->buffer == NULL && (tls->buffer = malloc(OUTGOING_BYTES)) == NULL) { errno = ENOMEM; return 0; }
+    if (tls->buffered + length > OUTGOING_BYTES && flush_outgoing(tls) != 0) return 0;
+    if (length >= OUTGOING_BYTES) {  // (never from SSL: a record is at most ~16 KiB) straight out
+        size_t sent = 0;
+        while (sent < length) {
+            ssize_t count = send(tls->fd, data + sent, length - sent, MSG_NOSIGNAL);
+            if (count > 0) { sent += (size_t)count; continue; }
+            if (count < 0 && errno == EINTR) continue;
+            if (count == 0) errno = EPIPE;
+            return 0;
+        }
+    } else {
+        memcpy(tls->buffer + tls->buffered, data, length);
+        tls->buffered += length;
+    }
+    *written = length;
+    return 1;
+}
+
+static int socket_read(BIO *bio, char *data, size_t length, size_t *read_bytes) {
+    struct ouro_tls *tls = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    *read_bytes = 0;
+    ssize_t count = recv(tls->fd, data, length, tls->dont_wait ? MSG_DONTWAIT : 0);
+    if (count > 0) { *read_bytes = (size_t)count; return 1; }
+    if (count == 0) { tls->at_eof = 1; return 0; }
+    // A timeout (EAGAIN, from SO_RCVTIMEO or MSG_DONTWAIT) or a signal: try again later; anything else is an error.
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_read(bio);
+    return 0;
+}
+
+static long socket_control(BIO *bio, int command, long number, void *pointer) {
+    (void)number; (void)pointer;
+    struct ouro_tls *tls = BIO_get_data(bio);
+    switch (command) {
+    case BIO_CTRL_FLUSH: return flush_outgoing(tls) == 0 ? 1 : 0;
+    case BIO_CTRL_EOF: return tls->at_eof;
+    case BIO_CTRL_WPENDING: return (long)tls->buffered;
+    case BIO_CTRL_PENDING: return 0;
+    default: return 0;
+    }
+}
+
+static BIO_METHOD *socket_method(void) {
+    static BIO_METHOD *method;
+    if (method == NULL) {
+        BIO_METHOD *made = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ouro socket");
+        if (made == NULL) return NULL;
+        BIO_meth_set_write_ex(made, socket_write);
+        BIO_meth_set_read_ex(made, socket_read);
+        BIO_meth_set_ctrl(made, socket_control);
+        method = made;  // (two racing first calls would each make one: harmless)
+    }
+    return method;
+}
 
 /// The PSK identity both sides name; the key behind it is what matters.
 static const unsigned char psk_identity[] = "ouro ring v1";
@@ -89,7 +174,9 @@ struct ouro_tls_context *ouro_tls_context_new(int server, const uint8_t *key, si
     SSL_CTX_set_num_tickets(ctx, 0);  // nothing after the handshake but application data
     // Read whole bursts of records per system call, not a 5-byte header and then its record.
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
+    SSL_CTX_set_default_read_buffer_len(ctx, 256 * 1024);
+    // An idle pooled connection gives its read buffer back.
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (server) SSL_CTX_set_psk_find_session_callback(ctx, find_psk);
     else SSL_CTX_set_psk_use_session_callback(ctx, use_psk);
     return context;
@@ -107,13 +194,20 @@ struct ouro_tls *ouro_tls_start(struct ouro_tls_context *context, int fd, char *
     struct ouro_tls *tls = calloc(1, sizeof *tls);
     if (tls == NULL) { errno = ENOMEM; return NULL; }
     ERR_clear_error();
+    tls->fd = fd;
     tls->ssl = SSL_new(context->ctx);
-    if (tls->ssl == NULL || !SSL_set_fd(tls->ssl, fd)) {
+    BIO_METHOD *method = socket_method();
+    BIO *bio = method != NULL ? BIO_new(method) : NULL;
+    if (tls->ssl == NULL || bio == NULL) {
         ouro_tls_last_error(error, error_length);
+        BIO_free(bio);
         ouro_tls_free(tls);
         errno = ENOMEM;
         return NULL;
     }
+    BIO_set_data(bio, tls);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(tls->ssl, bio, bio);  // the SSL owns it now
     for (;;) {
         errno = 0;
         int result = context->server ? SSL_accept(tls->ssl) : SSL_connect(tls->ssl);
@@ -146,7 +240,8 @@ static int failure(SSL *ssl, int result, int saved, int *retry) {
     }
 }
 
-long ouro_tls_read(struct ouro_tls *tls, void *buffer, size_t length) {
+/// One SSL_read_ex: > 0 bytes, 0 at the end, -1 with errno.
+static long read_once(struct ouro_tls *tls, uint8_t *buffer, size_t length) {
     for (;;) {
         size_t count = 0;
         ERR_clear_error();
@@ -162,6 +257,23 @@ long ouro_tls_read(struct ouro_tls *tls, void *buffer, size_t length) {
     }
 }
 
+long ouro_tls_read(struct ouro_tls *tls, void *buffer, size_t length) {
+    // Waits for the first record; then takes every further one that has already arrived, without waiting: one
+    // SSL_read gives one record (16 KiB), and a caller that reads 1 MiB should not have to come back 64 times
+    // (the relay then writes its disk and the next hop in 16 KiB steps).
+    long total = read_once(tls, buffer, length);
+    if (total <= 0) return total;
+    tls->dont_wait = 1;
+    while ((size_t)total < length) {
+        long count = read_once(tls, (uint8_t *)buffer + total, length - (size_t)total);
+        if (count <= 0) break;  // nothing more yet (EAGAIN), the end, or an error: the next call reports the last two
+        total += count;
+    }
+    tls->dont_wait = 0;
+    ERR_clear_error();
+    return total;
+}
+
 long ouro_tls_write(struct ouro_tls *tls, const void *buffer, size_t length) {
     if (length == 0) return 0;
     for (;;) {
@@ -171,7 +283,11 @@ long ouro_tls_write(struct ouro_tls *tls, const void *buffer, size_t length) {
         // Blocking and without partial writes: one call sends all of it, or fails (a retry repeats the same call).
         int result = SSL_write_ex(tls->ssl, buffer, length, &count);
         int saved = errno, retry;
-        if (result == 1) return (long)count;
+        if (result == 1) {
+            // The records are gathered in the BIO: out they go, before the caller waits for an answer.
+            if (flush_outgoing(tls) != 0) return -1;
+            return (long)count;
+        }
         int error = failure(tls->ssl, result, saved, &retry);
         if (retry) continue;
         errno = error == 0 ? EPIPE : error;
@@ -182,11 +298,13 @@ long ouro_tls_write(struct ouro_tls *tls, const void *buffer, size_t length) {
 void ouro_tls_close_write(struct ouro_tls *tls) {
     ERR_clear_error();
     (void)SSL_shutdown(tls->ssl);
+    (void)flush_outgoing(tls);
     ERR_clear_error();
 }
 
 void ouro_tls_free(struct ouro_tls *tls) {
     if (tls == NULL) return;
-    if (tls->ssl != NULL) SSL_free(tls->ssl);
+    if (tls->ssl != NULL) SSL_free(tls->ssl);  // and its BIO
+    free(tls->buffer);
     free(tls);
 }

@@ -19,6 +19,19 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Print every FUSE request.") var debug = false
     @Option(help: "Serve GET /metrics (Prometheus text) on this address (host:port).") var http: NodeAddress?
 
+    /// The last line a failed driver wrote with `fail` (`ouro: …`), without its prefix.
+    static func lastFailure(inLog path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var last: String?
+        var line = [CChar](repeating: 0, count: 4096)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(cString: line)
+            if text.hasPrefix("ouro: ") { last = String(text.dropFirst(6).prefix { $0 != "\n" }) }
+        }
+        return last
+    }
+
     func run() throws {
         let mountpoint = absolutePath(self.mountpoint)
         if !foreground {
@@ -29,7 +42,9 @@ struct MountCommand: ParsableCommand {
             try child.spawn()
             guard waitUntil(seconds: 15, { isMounted(mountpoint) || waitpid(child.pid, nil, WNOHANG) == child.pid }),
                   isMounted(mountpoint) else {
-                throw fail("mount failed; see \(child.logPath)")
+                // The driver's own reason (its last `ouro:` line), so that the user need not open the log for it.
+                let reason = Self.lastFailure(inLog: child.logPath).map { ": \($0)" } ?? ""
+                throw fail("mount failed\(reason); see \(child.logPath)")
             }
             print("mounted \(mountpoint) (driver pid \(child.pid), log \(child.logPath))")
             return

@@ -61,6 +61,25 @@ import Testing
         #expect(plainStatus != .exited(0) && String(decoding: plainOutput, as: UTF8.self).contains("encrypts its traffic"))
     }
 
+    /// A mount over TCP: with a wrong secret it does not come up, and says why; with the right one it works.
+    @Test func aMountNeedsTheRightSecret() throws {
+        try MountedRing.with(mountOn: [], nodeEnvironment: ["OURO_LOCAL_ROUTES": "0"], secret: Self.secret, label: "tls-mount") { ring in
+            let directory = ring.workDirectory
+            try "not-the-secret\n".write(toFile: directory + "/wrong", atomically: true, encoding: .utf8)
+            let mountpoint = directory + "/wrong-mount"
+            try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+            defer { _ = try? ChildProcess.shell("fusermount3 -uz \(mountpoint) 2>/dev/null", in: directory, timeoutSeconds: 10) }
+            let (status, output) = try ChildProcess.shell(
+                "OURO_LOCAL_ROUTES=0 \(TestEnvironment.ouroExecutable) mount --node \(ring.ring.address(0)) \(mountpoint) --secret-file \(directory)/wrong 2>&1",
+                in: directory, timeoutSeconds: 30)
+            let text = String(decoding: output, as: UTF8.self)
+            #expect(status != .exited(0) && text.contains("different cluster secret"), "\(text)")
+            #expect(!MountTable.isMounted(mountpoint))
+            try ring.mount(onNode: 0, environment: ["OURO_LOCAL_ROUTES": "0"])
+            #expect(try ring.ok(#"printf 'through TLS\n' > "$M/tls.txt" && cat "$M/tls.txt""#) == "through TLS\n")
+        }
+    }
+
     /// A client with a secret, at a ring without one: a clear error at once, not a hang until a timeout.
     @Test func aSecretAgainstAnOpenRingFailsFast() throws {
         let ring = try Ring(nodes: 1, label: "tls-open")

@@ -3,15 +3,17 @@ import Glibc
 import OuroCore
 import Testing
 
-/// The fuzzing corpus (`fuzz/corpus/request`, grown by `fuzz/run.sh` under libFuzzer and AddressSanitizer) replayed
-/// on every run: each input through the parser as the fuzz target feeds it, then every line input sent to a live
-/// node, which must keep answering. A crash that fuzzing finds is added to the corpus and so stays a test.
+/// The fuzzing corpora (`fuzz/corpus/request`, grown by `fuzz/run.sh`, and `fuzz/corpus/node`, by `fuzz/run-node.sh`,
+/// both under libFuzzer and AddressSanitizer) replayed on every run: each parser input through the parser as the
+/// fuzz target feeds it, then sessions sent to live nodes, which must keep answering. A crash that fuzzing finds is added to the corpus and so stays a test.
 @Suite struct FuzzCorpusTests {
-    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("fuzz/corpus/request").path
+    static let corpora = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("fuzz/corpus").path
 
-    static func inputs() throws -> [(name: String, bytes: [UInt8])] {
-        try FileManager.default.contentsOfDirectory(atPath: corpus).sorted().map {
+    /// The inputs of `fuzz/corpus/<name>`: `request` (the parser target's), `node` (the live-node target's).
+    static func inputs(_ name: String = "request") throws -> [(name: String, bytes: [UInt8])] {
+        let corpus = corpora + "/" + name
+        return try FileManager.default.contentsOfDirectory(atPath: corpus).sorted().map {
             ($0, Array(try Data(contentsOf: URL(fileURLWithPath: corpus + "/" + $0))))
         }
     }
@@ -31,7 +33,11 @@ import Testing
             let kept = Array("kept through the corpus\n".utf8)
             #expect(try ring.push(0, name: "kept.txt", bytes: kept).last == "OK")
             var sessions = 0
-            for (name, data) in try Self.inputs() where (data.first ?? 2) % 4 < 2 {
+            // A sample of the parser's corpus, and the live-node target's inputs for this kind of node (its first
+            // byte picks: even, the open node; odd, the one with a secret).
+            let replayed = try Self.inputs().filter { ($0.bytes.first ?? 2) % 4 < 2 }
+                + Self.inputs("node").filter { ($0.bytes.first ?? 0) % 2 == (secret == nil ? 0 : 1) }
+            for (name, data) in replayed {
                 // NODE LEAVE would take the node away on purpose: not what this checks.
                 let text = String(decoding: data.dropFirst(), as: UTF8.self)
                 guard !text.contains("NODE LEAVE") else { continue }
