@@ -39,9 +39,9 @@ let package = Package(
 PACKAGE
 (cd "$package" && swift build -c release --sanitize=fuzzer --sanitize=address --product node-fuzzer >&2)
 binary=$(cd "$package" && swift build -c release --sanitize=fuzzer --sanitize=address --show-bin-path)/node-fuzzer
-corpus=${CORPUS:-$here/corpus/node}
+corpus=${CORPUS:-$here/corpus/node}   # CORPUS=dir: grow another directory (merge it in with -merge=1)
 mkdir -p "$corpus"
 rm -rf /tmp/ouro-node-fuzz
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$binary" -max_total_time="$seconds" -max_len=4096 -timeout=20 -rss_limit_mb=8192 \
-    -print_final_stats=1 "$corpus" "$here/corpus/request"
+    -print_final_stats=1 "$corpus" "$here/corpus/node" "$here/corpus/request"
 rm -rf /tmp/ouro-node-fuzz

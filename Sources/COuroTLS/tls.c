@@ -1,6 +1,7 @@
 #include "COuroTLS.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <string.h>
@@ -14,13 +15,14 @@ struct ouro_tls_context {
     uint8_t key[64];
 };
 
-/// One connection: its SSL, and the socket under it through a BIO of our own (`socket_method`), which gathers the
+/// One connection: its SSL, and the socket under it through a BIO of our own (`set_up`), which gathers the
 /// records one SSL_write makes into large sends (OpenSSL's socket BIO sends each 16 KiB record by itself: a system
 /// call and a loopback wake-up each) and can read without waiting (`dont_wait`, to drain what has arrived).
 struct ouro_tls {
     SSL *ssl;
     int fd;
     int dont_wait;
+    int gather;  // set while a large write runs: its records are sent together
     int at_eof;
     size_t buffered;
     uint8_t *buffer;  // OUTGOING_BYTES, made on the first write
@@ -28,16 +30,23 @@ struct ouro_tls {
 
 enum { OUTGOING_BYTES = 256 * 1024 };
 
-/// Sends what the BIO gathered; 0, or -1 with errno.
-static int flush_outgoing(struct ouro_tls *tls) {
+/// Sends all `length` bytes (MSG_NOSIGNAL: a closed peer is EPIPE, not a signal); 0, or -1 with errno (EAGAIN:
+/// the socket's send timeout).
+static int send_all(int fd, const void *data, size_t length) {
     size_t sent = 0;
-    while (sent < tls->buffered) {
-        ssize_t count = send(tls->fd, tls->buffer + sent, tls->buffered - sent, MSG_NOSIGNAL);
+    while (sent < length) {
+        ssize_t count = send(fd, (const uint8_t *)data + sent, length - sent, MSG_NOSIGNAL);
         if (count > 0) { sent += (size_t)count; continue; }
         if (count < 0 && errno == EINTR) continue;
         if (count == 0) errno = EPIPE;
         return -1;
     }
+    return 0;
+}
+
+/// Sends what the BIO gathered; 0, or -1 with errno.
+static int flush_outgoing(struct ouro_tls *tls) {
+    if (tls->buffered > 0 && send_all(tls->fd, tls->buffer, tls->buffered) != 0) return -1;
     tls->buffered = 0;
     return 0;
 }
@@ -46,17 +55,13 @@ static int socket_write(BIO *bio, const char *data, size_t length, size_t *writt
     struct ouro_tls *tls = BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
     *written = 0;
-    if (tls->buffer == NULL && (tls->buffer = malloc(OUTGOING_BYTES)) == NULL) { errno = ENOMEM; return 0; }
-    if (tls->buffered + length > OUTGOING_BYTES && flush_outgoing(tls) != 0) return 0;
-    if (length >= OUTGOING_BYTES) {  // (never from SSL: a record is at most ~16 KiB) straight out
-        size_t sent = 0;
-        while (sent < length) {
-            ssize_t count = send(tls->fd, data + sent, length - sent, MSG_NOSIGNAL);
-            if (count > 0) { sent += (size_t)count; continue; }
-            if (count < 0 && errno == EINTR) continue;
-            if (count == 0) errno = EPIPE;
-            return 0;
-        }
+    // Handshakes and small answers go straight out (and a control connection never holds a send buffer).
+    if (tls->gather && tls->buffer == NULL && (tls->buffer = malloc(OUTGOING_BYTES)) == NULL) tls->gather = 0;
+    int direct = !tls->gather || length >= OUTGOING_BYTES;
+    // In order: what is gathered goes before these bytes.
+    if ((direct || tls->buffered + length > OUTGOING_BYTES) && tls->buffered > 0 && flush_outgoing(tls) != 0) return 0;
+    if (direct) {
+        if (send_all(tls->fd, data, length) != 0) return 0;
     } else {
         memcpy(tls->buffer + tls->buffered, data, length);
         tls->buffered += length;
@@ -89,24 +94,24 @@ static long socket_control(BIO *bio, int command, long number, void *pointer) {
     }
 }
 
-static BIO_METHOD *socket_method(void) {
-    static BIO_METHOD *method;
-    if (method == NULL) {
-        BIO_METHOD *made = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ouro socket");
-        if (made == NULL) return NULL;
-        BIO_meth_set_write_ex(made, socket_write);
-        BIO_meth_set_read_ex(made, socket_read);
-        BIO_meth_set_ctrl(made, socket_control);
-        method = made;  // (two racing first calls would each make one: harmless)
-    }
-    return method;
-}
-
 /// The PSK identity both sides name; the key behind it is what matters.
 static const unsigned char psk_identity[] = "ouro ring v1";
 static const unsigned char aes_128_gcm_sha256[] = {0x13, 0x01};
 
 static int context_index = -1;
+static BIO_METHOD *method;
+static pthread_once_t set_up_once = PTHREAD_ONCE_INIT;
+
+/// The SSL_CTX slot for our context, and our BIO's method: made once per process.
+static void set_up(void) {
+    context_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    BIO_METHOD *made = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ouro socket");
+    if (made == NULL) return;
+    BIO_meth_set_write_ex(made, socket_write);
+    BIO_meth_set_read_ex(made, socket_read);
+    BIO_meth_set_ctrl(made, socket_control);
+    method = made;
+}
 
 static struct ouro_tls_context *context_of(SSL *ssl) {
     return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index);
@@ -149,12 +154,8 @@ static int find_psk(SSL *ssl, const unsigned char *identity, size_t identity_len
 
 struct ouro_tls_context *ouro_tls_context_new(int server, const uint8_t *key, size_t key_length) {
     if (key_length < 16 || key_length > 64) return NULL;
-    if (context_index < 0) {
-        // Racing first calls would only waste an index: every context stores itself under the one it read.
-        int index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-        if (index < 0) return NULL;
-        context_index = index;
-    }
+    pthread_once(&set_up_once, set_up);
+    if (context_index < 0 || method == NULL) return NULL;
     struct ouro_tls_context *context = calloc(1, sizeof *context);
     if (context == NULL) return NULL;
     context->server = server;
@@ -196,8 +197,7 @@ struct ouro_tls *ouro_tls_start(struct ouro_tls_context *context, int fd, char *
     ERR_clear_error();
     tls->fd = fd;
     tls->ssl = SSL_new(context->ctx);
-    BIO_METHOD *method = socket_method();
-    BIO *bio = method != NULL ? BIO_new(method) : NULL;
+    BIO *bio = BIO_new(method);
     if (tls->ssl == NULL || bio == NULL) {
         ouro_tls_last_error(error, error_length);
         BIO_free(bio);
@@ -281,8 +281,11 @@ long ouro_tls_write(struct ouro_tls *tls, const void *buffer, size_t length) {
         ERR_clear_error();
         errno = 0;
         // Blocking and without partial writes: one call sends all of it, or fails (a retry repeats the same call).
+        // More than a record's worth: its records are gathered into large sends.
+        tls->gather = length > 16 * 1024;
         int result = SSL_write_ex(tls->ssl, buffer, length, &count);
         int saved = errno, retry;
+        tls->gather = 0;
         if (result == 1) {
             // The records are gathered in the BIO: out they go, before the caller waits for an answer.
             if (flush_outgoing(tls) != 0) return -1;
