@@ -35,8 +35,13 @@ import Testing
             var sessions = 0
             // A sample of the parser's corpus, and the live-node target's inputs for this kind of node (its first
             // byte picks: even, the open node; odd, the one with a secret).
+            // (Node inputs that join or walk other addresses are left to the fuzzer: each waits out unreachable
+            // peers, up to 30 s a session.)
             let replayed = try Self.inputs().filter { ($0.bytes.first ?? 2) % 4 < 2 }
-                + Self.inputs("node").filter { ($0.bytes.first ?? 0) % 2 == (secret == nil ? 0 : 1) }
+                + Self.inputs("node").filter {
+                    let text = String(decoding: $0.bytes, as: UTF8.self)
+                    return ($0.bytes.first ?? 0) % 2 == (secret == nil ? 0 : 1) && !text.contains("JOIN") && !text.contains("DISCOVER")
+                }
             for (name, data) in replayed {
                 // NODE LEAVE would take the node away on purpose: not what this checks.
                 let text = String(decoding: data.dropFirst(), as: UTF8.self)
