@@ -5,7 +5,8 @@ import Testing
 
 /// The fuzzing corpora (`fuzz/corpus/request`, grown by `fuzz/run.sh`, and `fuzz/corpus/node`, by `fuzz/run-node.sh`,
 /// both under libFuzzer and AddressSanitizer) replayed on every run: each parser input through the parser as the
-/// fuzz target feeds it, then sessions sent to live nodes, which must keep answering. A crash that fuzzing finds is added to the corpus and so stays a test.
+/// fuzz target feeds it, then sessions sent to live nodes, which must keep answering. A crash that fuzzing finds is
+/// added to the corpus and so stays a test.
 @Suite struct FuzzCorpusTests {
     static let corpora = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("fuzz/corpus").path

@@ -69,10 +69,7 @@ public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> In
     let node = nodes[Int(data[0] & 1)]
     // NODE LEAVE takes the node out of service on purpose (FuzzCorpusTests skips it too).
     let body = UnsafeBufferPointer(start: data + 1, count: size - 1)
-    let leave = Array("NODE LEAVE".utf8)
-    if body.count >= leave.count, (0...(body.count - leave.count)).contains(where: { body[$0] == leave[0] && Array(body[$0..<$0 + leave.count]) == leave }) {
-        return 0
-    }
+    guard !String(decoding: body, as: UTF8.self).contains("NODE LEAVE") else { return 0 }
     session(node.address, UnsafeRawBufferPointer(body))
     guard answersPing(node.address) else {
         fputs("node-fuzzer: the \(data[0] & 1 == 0 ? "open" : "closed") node stopped answering NODE PING\n", stderr)
